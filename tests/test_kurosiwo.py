@@ -147,7 +147,7 @@ def test_writer_replaces_a_tile_and_rejects_bad_input(tmp_path: Path) -> None:
 
 
 def test_interrupted_write_leaves_no_tile(tmp_path: Path, monkeypatch) -> None:
-    real = ks._write_geotiff
+    real = ks.write_geotiff
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -156,13 +156,13 @@ def test_interrupted_write_leaves_no_tile(tmp_path: Path, monkeypatch) -> None:
             raise OSError("disk full")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ks, "_write_geotiff", flaky)
+    monkeypatch.setattr(ks, "write_geotiff", flaky)
     with pytest.raises(OSError, match="disk full"):
         _write(tmp_path, tile="deadbeef")
     parent = tmp_path / "data" / "130" / "02"
     assert list(parent.iterdir()) == []
     # A writer killed mid-way leaves only a hidden staging folder, which is never indexed.
-    monkeypatch.setattr(ks, "_write_geotiff", real)
+    monkeypatch.setattr(ks, "write_geotiff", real)
     _write(tmp_path)
     staging = parent / ".cafe.tmp-1234abcd"
     staging.mkdir()

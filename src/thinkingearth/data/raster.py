@@ -8,6 +8,7 @@ from pathlib import Path
 import affine
 import numpy as np
 import rasterio
+from rasterio.crs import CRS
 
 __all__ = ["write_geotiff"]
 
@@ -17,7 +18,7 @@ def write_geotiff(
     array: np.ndarray,
     *,
     transform: affine.Affine,
-    crs: str,
+    crs: str | CRS,
     nodata: float | None = None,
     descriptions: Sequence[str] | None = None,
     compress: str | None = "deflate",

@@ -28,8 +28,6 @@ import json
 import math
 import os
 import re
-import shutil
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,8 +45,10 @@ from rasterio.errors import CRSError, RasterioIOError
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from thinkingearth.data.raster import write_geotiff
 from thinkingearth.data.sample import to_days
 from thinkingearth.errors import DataLayoutError, UnknownBandError, UserInputError
+from thinkingearth.fileio import atomic_dir
 
 __all__ = [
     "CLASSES_19",
@@ -352,37 +352,17 @@ def write_bigearthnet_v1_patch(
     final = root / name
     if final.exists() and not overwrite:
         raise UserInputError(f"BigEarthNet patch folder already exists: {final}")
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(final, overwrite=True) as tmp:
         for band, array in arrays.items():
-            scale = _BAND_RES[band] / _GRID_RES
-            band_transform = _scaled(transform, scale)
-            with rasterio.open(
+            write_geotiff(
                 tmp / f"{name}_{band}.tif",
-                "w",
-                driver="GTiff",
-                height=array.shape[0],
-                width=array.shape[1],
-                count=1,
-                dtype=array.dtype,
+                array,
+                transform=_scaled(transform, _BAND_RES[band] / _GRID_RES),
                 crs=crs_obj,
-                transform=band_transform,
-            ) as dst:
-                dst.write(array, 1)
+                compress=None,  # the archive ships uncompressed single-band GeoTIFFs
+            )
         with open(tmp / f"{name}{_LABELS_SUFFIX}", "w", encoding="utf-8") as f:
             json.dump(metadata, f)
-        if final.exists():
-            trash = root / f".{name}.old-{uuid.uuid4().hex[:8]}"
-            final.rename(trash)
-            tmp.rename(final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import shutil
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import date, datetime
@@ -35,8 +33,10 @@ import torch
 from rasterio.crs import CRS
 from torch.utils.data import Dataset
 
+from thinkingearth.data.raster import write_geotiff
 from thinkingearth.data.sample import to_days
 from thinkingearth.errors import DataLayoutError, UserInputError
+from thinkingearth.fileio import atomic_dir, atomic_file
 
 __all__ = [
     "INDEX_NAME",
@@ -115,30 +115,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot store {type(value).__name__} in info.json")
-
-
-def _write_geotiff(
-    path: Path,
-    array: np.ndarray,
-    *,
-    transform: affine.Affine,
-    crs: str,
-    nodata: float,
-) -> None:
-    height, width = array.shape
-    profile = {
-        "driver": "GTiff",
-        "height": height,
-        "width": width,
-        "count": 1,
-        "dtype": array.dtype.name,
-        "crs": crs,
-        "transform": transform,
-        "nodata": nodata,
-        "compress": "deflate",
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(array, 1)
 
 
 def _apply(transform: affine.Affine, col: float, row: float) -> tuple[float, float]:
@@ -332,15 +308,10 @@ def write_kurosiwo_tile(
     except (TypeError, ValueError) as err:
         raise UserInputError(f"info cannot be written as JSON: {err}") from None
 
-    parent = Path(root) / "data" / str(actid) / f"{aoi:02d}"
-    final = parent / tile
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = parent / f".{tile}.tmp-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    old: Path | None = None
-    try:
+    final = Path(root) / "data" / str(actid) / f"{aoi:02d}" / tile
+    with atomic_dir(final, overwrite=True) as staging:
         for product, array, nodata, day in products:
-            _write_geotiff(
+            write_geotiff(
                 staging / f"{_file_stem(product, actid, aoi, day)}.tif",
                 array,
                 transform=transform,
@@ -348,17 +319,6 @@ def write_kurosiwo_tile(
                 nodata=nodata,
             )
         (staging / "info.json").write_text(info_text + "\n", encoding="utf-8")
-        if final.exists():
-            old = parent / f".{tile}.old-{uuid.uuid4().hex[:8]}"
-            final.rename(old)
-        staging.rename(final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if old is not None and old.exists() and not final.exists():
-            old.rename(final)  # put the previous tile back
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -473,12 +433,11 @@ def write_index(root: str | Path) -> Path:
     root = Path(root)
     records = build_index(root)
     path = root / INDEX_NAME
-    tmp = root / f".{INDEX_NAME}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(
-        json.dumps({"version": _INDEX_VERSION, "tiles": records}, indent=1) + "\n",
-        encoding="utf-8",
-    )
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(
+            json.dumps({"version": _INDEX_VERSION, "tiles": records}, indent=1) + "\n",
+            encoding="utf-8",
+        )
     return path
 
 
