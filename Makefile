@@ -1,5 +1,5 @@
 # Two commands for a newcomer: `make demo` and `make test`. Both create .venv if missing and install
-# the package into it; the install is redone only when pyproject.toml changes, so a second run costs seconds.
+# the package with its optional extras (text encoder, ONNX Runtime) into it; the install is redone only when pyproject.toml changes, so a second run costs seconds.
 PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade "pip>=24"
-	$(VENV)/bin/python -m pip install --quiet -e ".[dev]"
+	$(VENV)/bin/python -m pip install --quiet -e ".[dev,text,onnx]"
 	touch $(STAMP)
 
 install: $(STAMP)
