@@ -75,6 +75,179 @@ def demo(
     typer.echo(f"report: {report}")
 
 
+@app.command()
+def predict(
+    task: Annotated[str, typer.Option("--task", help="What to map: flood, water or landcover.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Output COG (a folder with --scenes); a PNG quicklook goes beside it."
+        ),
+    ],
+    image: Annotated[
+        str | None,
+        typer.Option("--image", help="Image to map (water, landcover); with --scenes a file name."),
+    ] = None,
+    pre: Annotated[
+        str | None,
+        typer.Option("--pre", help="Pre-event SAR image (flood); with --scenes a file name."),
+    ] = None,
+    pre2: Annotated[
+        str | None,
+        typer.Option("--pre2", help="Second, older pre-event image (flood, optional)."),
+    ] = None,
+    post: Annotated[
+        str | None,
+        typer.Option("--post", help="Post-event SAR image (flood); its grid is the output's."),
+    ] = None,
+    scenes: Annotated[
+        Path | None,
+        typer.Option(
+            "--scenes",
+            help="Many scenes: a folder (of scene folders or images) or a JSON of STAC items.",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="threshold: Otsu on Sentinel-1 VV, needs no training."),
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option("--weights", help="Trained task weights (not supported yet).")
+    ] = None,
+    bands: Annotated[
+        str | None,
+        typer.Option(
+            "--bands", help="Comma-separated registry names of the input bands, in file order."
+        ),
+    ] = None,
+    sar_units: Annotated[
+        str, typer.Option("--sar-units", help="Units of SAR inputs: linear (sigma0) or db.")
+    ] = "linear",
+    tile: Annotated[int | None, typer.Option("--tile", help="Tile side in pixels.")] = None,
+    overlap: Annotated[
+        int | None, typer.Option("--overlap", help="Tile overlap in pixels.")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Tiles per forward pass.")
+    ] = None,
+    quicklook: Annotated[
+        bool, typer.Option("--quicklook/--no-quicklook", help="Write a PNG quicklook.")
+    ] = True,
+    scheduler: Annotated[
+        str | None,
+        typer.Option("--scheduler", help="Dask scheduler address (default: a LocalCluster)."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Local Dask workers (default: one per core).")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="With --scenes: redo scenes whose output exists.")
+    ] = False,
+) -> None:
+    """Map a whole scene (or many) to a georeferenced COG with classes and uncertainty."""
+    import dataclasses
+    import warnings
+
+    from thinkingearth.data.scene import SAR_UNITS, Acquisition
+    from thinkingearth.infer.model import TASKS
+
+    if task not in TASKS:
+        raise UserInputError(f"unknown task {task!r}; expected one of: {', '.join(TASKS)}")
+    if sar_units not in SAR_UNITS:
+        raise UserInputError(
+            f"unknown --sar-units {sar_units!r}; expected one of: {', '.join(SAR_UNITS)}"
+        )
+    if weights is not None:
+        raise UserInputError(
+            "--weights: loading trained task weights is not supported yet; only --model "
+            "threshold (flood, water) is available for now"
+        )
+    if model is None and task in ("flood", "water"):
+        model = "threshold"
+    if model != "threshold":
+        what = f"unknown --model {model!r}" if model else f"--task {task} needs trained --weights"
+        raise UserInputError(f"{what}; only --model threshold (flood, water) is available for now")
+    from thinkingearth.infer.threshold import threshold_model
+
+    scene_model = threshold_model(task)  # type: ignore[arg-type]
+    changes = {
+        k: v
+        for k, v in (("tile", tile), ("overlap", overlap), ("batch_size", batch_size))
+        if v is not None
+    }
+    if changes:
+        scene_model = dataclasses.replace(scene_model, **changes)
+    band_names = tuple(b.strip() for b in bands.split(",") if b.strip()) if bands else None
+    if bands is not None and not band_names:
+        raise UserInputError("--bands needs comma-separated band names, e.g. --bands VV,VH")
+    if task == "flood" and image is not None:
+        raise UserInputError("--task flood takes --pre, --post (and --pre2), not --image")
+    if task != "flood" and (pre is not None or post is not None or pre2 is not None):
+        raise UserInputError(f"--task {task} takes --image, not --pre/--post/--pre2")
+
+    def echo(message: str) -> None:
+        typer.echo(message, err=True)
+
+    def show_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
+        typer.echo(f"thinkingearth: warning: {message}", err=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning  # type: ignore[assignment]
+        if scenes is not None:
+            from thinkingearth.infer.batch import InputNames, find_scenes, plan_jobs, predict_many
+
+            names = InputNames(pre=pre, post=post, pre2=pre2, image=image, bands=band_names)
+            jobs = plan_jobs(find_scenes(scenes, task, names, scene_model), out)  # type: ignore[arg-type]
+            result = predict_many(
+                jobs,
+                scene_model,
+                sar_units=sar_units,  # type: ignore[arg-type]
+                quicklook=quicklook,
+                overwrite=overwrite,
+                scheduler=scheduler,
+                workers=workers,
+                log=echo,
+            )
+            typer.echo(
+                f"{len(result.done)} scene(s) predicted, {len(result.skipped)} skipped "
+                f"(output exists), {len(result.failed)} failed, in {result.seconds:.1f} s: {out}"
+            )
+            if result.failed:
+                raise UserInputError(
+                    f"{len(result.failed)} of {len(jobs)} scene(s) failed (see above); "
+                    "run again to retry them"
+                )
+            return
+        from thinkingearth.infer.predictor import predict_scene
+
+        if task == "flood":
+            if pre is None or post is None:
+                raise UserInputError("--task flood needs --pre PRE.tif and --post POST.tif")
+            named = [("--pre2", pre2), ("--pre", pre), ("--post", post)]
+        else:
+            if image is None:
+                raise UserInputError(f"--task {task} needs --image IMAGE.tif (or --scenes)")
+            named = [("--image", image)]
+        inputs = [
+            Acquisition.from_path(option, Path(path), band_names)
+            for option, path in named
+            if path is not None
+        ]
+        result_one = predict_scene(
+            scene_model,
+            inputs,
+            out,
+            sar_units=sar_units,  # type: ignore[arg-type]
+            quicklook=quicklook,
+            log=echo,
+        )
+    shares = ", ".join(
+        f"{name} {share:.1%}"
+        for name, share in zip(scene_model.classes, result_one.class_fractions, strict=True)
+    )
+    typer.echo(f"wrote {result_one.path} ({shares}; {result_one.valid_fraction:.0%} valid)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (the console script passes it to ``sys.exit``).
 

@@ -1,0 +1,181 @@
+"""What the scene predictor needs to know about a model: :class:`SceneModel`.
+
+A scene model wraps a network, any ``torch.nn.Module`` or callable, that maps an input batch
+``[B, T, C, h, w]`` (``T`` acquisitions oldest first, ``C`` bands in :attr:`SceneModel.bands`
+order, already converted to :attr:`SceneModel.sar_units` and normalised with
+:attr:`SceneModel.mean`/:attr:`SceneModel.std` where given) to class probabilities or logits
+``[B, K, h, w]``, with the facts the predictor needs around it: the task and its classes, the
+sensor and bands, how many acquisitions it takes, tile size and overlap.
+
+A model that must look at the whole scene first (the Otsu thresholds of
+:mod:`thinkingearth.infer.threshold`) gives a ``calibrate`` function: the predictor reads the
+scene once at reduced resolution (at most ``calibration_side`` px a side), hands it over, and
+predicts with the network ``calibrate`` returns, so one :class:`SceneModel` serves many scenes
+(and many Dask workers) without shared state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+import numpy as np
+from torch import Tensor
+
+from thinkingearth.data.scene import SAR_UNITS, SarUnits
+from thinkingearth.data.synthetic import FLOOD_CLASSES, LANDCOVER_CLASSES
+from thinkingearth.errors import UserInputError
+from thinkingearth.sensors import get_sensor
+from thinkingearth.viz import FLOOD_COLOURS, LANDCOVER_COLOURS
+
+__all__ = [
+    "FLOOD_CLASSES",
+    "LANDCOVER_CLASSES",
+    "TASKS",
+    "WATER_CLASSES",
+    "WATER_COLOURS",
+    "Network",
+    "OutputKind",
+    "SceneModel",
+    "ScenePreview",
+    "Task",
+]
+
+Task = Literal["flood", "water", "landcover"]
+TASKS: tuple[str, ...] = get_args(Task)
+OutputKind = Literal["probabilities", "logits"]
+
+#: Single-date water mapping classes.
+WATER_CLASSES: tuple[str, ...] = ("land", "water")
+WATER_COLOURS: tuple[str, ...] = (FLOOD_COLOURS[0], FLOOD_COLOURS[1])
+
+#: ``[B, T, C, h, w]`` float32 -> ``[B, K, h, w]`` probabilities or logits.
+Network = Callable[[Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class ScenePreview:
+    """A whole scene read at reduced resolution, for scene-wide calibration.
+
+    Attributes:
+        x: float32 ``[T, C, h, w]`` in the model's SAR units, not normalised; each pixel is the
+            average of ``factor`` × ``factor`` scene pixels (nodata excluded); invalid pixels 0.
+        valid: bool ``[h, w]``, pixels with data in every band of every acquisition.
+        factor: scene pixels per preview pixel along each axis (1 = full resolution).
+    """
+
+    x: np.ndarray
+    valid: np.ndarray
+    factor: int
+
+
+#: ``preview -> network`` for one scene.
+Calibrate = Callable[[ScenePreview], Network]
+
+#: Class names and colours of each task's output (land cover: the synthetic world's default).
+TASK_CLASSES: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "flood": (FLOOD_CLASSES, FLOOD_COLOURS[: len(FLOOD_CLASSES)]),
+    "water": (WATER_CLASSES, WATER_COLOURS),
+    "landcover": (LANDCOVER_CLASSES, LANDCOVER_COLOURS),
+}
+
+
+@dataclass(frozen=True)
+class SceneModel:
+    """A network and the facts the scene predictor needs to run it over a whole scene.
+
+    Attributes:
+        network: ``[B, T, C, h, w]`` -> ``[B, K, h, w]`` (see the module docstring).
+        task: ``flood`` (0 no water, 1 permanent water, 2 flood), ``water`` (0 land, 1 water)
+            or ``landcover``.
+        classes: the ``K`` class names; class id ``k`` is ``classes[k]`` (at most 255).
+        colours: one colour per class, for the quicklook.
+        sensor: registry name of the input sensor.
+        bands: the ``C`` input bands, registry names, in the network's order.
+        steps: accepted numbers of acquisitions ``T`` (flood: ``(2, 3)`` = pre [+ pre2] + post).
+        tile: tile side in pixels.
+        overlap: pixels shared by neighbouring tiles (blended with a smooth ramp).
+        sar_units: the SAR units the network takes (``db`` or ``linear``); files are converted.
+        outputs: whether the network returns ``probabilities`` or ``logits`` (softmax applied).
+        mean, std: per-band normalisation in ``sar_units``; ``None`` feeds values as they are.
+        fill: value per band (in ``sar_units``, before normalisation) put in no-data pixels;
+            default: ``mean`` where given, else 0.
+        batch_size: tiles per forward pass.
+        name: how reports and file metadata name the model.
+        calibrate: optional scene-wide calibration (see the module docstring).
+        calibration_side: side in pixels of the reduced-resolution read given to ``calibrate``.
+        tags: extra ``key=value`` metadata written into the output file.
+    """
+
+    network: Network
+    task: Task
+    classes: tuple[str, ...]
+    colours: tuple[str, ...]
+    sensor: str
+    bands: tuple[str, ...]
+    steps: tuple[int, ...] = (1,)
+    tile: int = 256
+    overlap: int = 32
+    sar_units: SarUnits = "db"
+    outputs: OutputKind = "logits"
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    fill: tuple[float, ...] | None = None
+    batch_size: int = 8
+    name: str = "model"
+    calibrate: Calibrate | None = None
+    calibration_side: int = 1024
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise UserInputError(f"unknown task {self.task!r}; expected one of: {', '.join(TASKS)}")
+        object.__setattr__(self, "classes", tuple(self.classes))
+        object.__setattr__(self, "colours", tuple(self.colours))
+        object.__setattr__(self, "steps", tuple(int(s) for s in self.steps))
+        sensor = get_sensor(self.sensor)
+        object.__setattr__(self, "sensor", sensor.name)
+        object.__setattr__(self, "bands", tuple(b.name for b in sensor.select(list(self.bands))))
+        if not 1 <= len(self.classes) <= 255:
+            raise UserInputError(f"a scene model needs 1 to 255 classes, got {len(self.classes)}")
+        if len(self.colours) != len(self.classes):
+            raise UserInputError(
+                f"give one colour per class: {len(self.classes)} classes, "
+                f"{len(self.colours)} colours"
+            )
+        if not self.steps or min(self.steps) < 1:
+            raise UserInputError(f"steps must be positive numbers of acquisitions: {self.steps}")
+        if self.tile <= 0 or not 0 <= self.overlap < self.tile:
+            raise UserInputError(
+                f"tile must be positive and overlap in [0, tile): tile {self.tile}, "
+                f"overlap {self.overlap}"
+            )
+        if self.batch_size <= 0:
+            raise UserInputError(f"batch size must be positive, got {self.batch_size}")
+        if self.sar_units not in SAR_UNITS:
+            raise UserInputError(
+                f"unknown SAR units {self.sar_units!r}; expected one of: {', '.join(SAR_UNITS)}"
+            )
+        if self.outputs not in get_args(OutputKind):
+            raise UserInputError(
+                f"outputs must be one of: {', '.join(get_args(OutputKind))}; got {self.outputs!r}"
+            )
+        if (self.mean is None) != (self.std is None):
+            raise UserInputError("give both mean and std for normalisation, or neither")
+        for what, values in (("mean", self.mean), ("std", self.std), ("fill", self.fill)):
+            if values is not None and len(values) != len(self.bands):
+                raise UserInputError(
+                    f"{what} needs one value per band ({len(self.bands)}), got {len(values)}"
+                )
+        if self.std is not None and not all(s > 0 for s in self.std):
+            raise UserInputError(f"std must be positive, got {self.std}")
+
+    @property
+    def fill_values(self) -> tuple[float, ...]:
+        """The value per band put in no-data pixels (see :attr:`fill`)."""
+        if self.fill is not None:
+            return tuple(self.fill)
+        if self.mean is not None:
+            return tuple(self.mean)
+        return (0.0,) * len(self.bands)

@@ -1,0 +1,447 @@
+"""The streaming scene predictor: a whole GeoTIFF/COG scene in, a georeferenced COG map out.
+
+:func:`predict_scene` runs a :class:`~thinkingearth.infer.model.SceneModel` over scenes of any
+size with memory that does not grow with the scene's height and grows only by a strip buffer with
+its width:
+
+1. open the inputs as a :class:`~thinkingearth.data.scene.SceneStack` on the grid of the
+   post-event (or only) image, reprojecting other grids on read; check band names, overlap and
+   SAR units;
+2. if the model calibrates on the scene (Otsu thresholds), read the scene once at reduced
+   resolution and let it pick its parameters;
+3. read tiles of ``model.tile`` px overlapping by ``model.overlap`` px in row-major order (a
+   background thread reads, fills no-data and normalises the next batches while the model runs),
+   batch them through the network, and blend overlapping probabilities with separable
+   raised-cosine weights (:func:`blend_weights`, never zero, so edge pixels still count). Only a
+   strip of rows (one tile high, the scene wide) is held: rows that no later tile touches are
+   finished, turned into class ids (argmax) and predictive entropy, and written out;
+4. copy the streamed file to a Cloud-Optimised GeoTIFF, draw a PNG quicklook, and rename both
+   into place. Everything is written to temporary siblings first, so a failure or a kill leaves
+   no partial output; GDAL's block cache is bounded throughout.
+
+The output keeps the reference input's CRS and transform; band 1 holds class ids, band 2 the
+entropy in nats, 255 is no data in both (pixels without data in any input).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import queue
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rasterio.windows import Window
+from torch import Tensor
+
+from thinkingearth.data.scene import (
+    Acquisition,
+    SarUnits,
+    SceneStack,
+    iter_windows,
+)
+from thinkingearth.errors import UserInputError
+from thinkingearth.fileio import atomic_file
+from thinkingearth.infer.model import SceneModel, ScenePreview
+from thinkingearth.infer.writers import NODATA, RowWriter, gdal_env, write_cog, write_quicklook
+
+__all__ = [
+    "PredictionResult",
+    "blend_weights",
+    "check_output_path",
+    "predict_scene",
+    "quicklook_path",
+]
+
+_FLUSH_ROWS = 32  # rows finished at a time: bounds the temporaries of argmax and entropy
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    """What :func:`predict_scene` did.
+
+    Attributes:
+        path: the COG written.
+        quicklook: the PNG written, if any.
+        shape: ``(height, width)`` of the output grid.
+        tiles: tiles run through the network.
+        seconds: wall time of the whole call.
+        forward_seconds: time spent inside the network.
+        valid_fraction: share of pixels with data in every input.
+        class_fractions: share of valid pixels in each class.
+        tags: metadata written into the file (model, classes, thresholds).
+        timings: seconds spent in each step: ``calibrate``, ``wait_read`` (waiting for the reader
+            thread), ``forward``, ``blend_write`` (blending, argmax, entropy, streaming out),
+            ``cog`` and ``quicklook``.
+    """
+
+    path: Path
+    quicklook: Path | None
+    shape: tuple[int, int]
+    tiles: int
+    seconds: float
+    forward_seconds: float
+    valid_fraction: float
+    class_fractions: tuple[float, ...]
+    tags: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def blend_weights(size: int, overlap: int) -> np.ndarray:
+    """1-D blending weights of a tile: a raised-cosine ramp over ``overlap`` px at both ends.
+
+    ``w[i] = 0.5 - 0.5 cos(π (i + 0.5) / overlap)`` rises from near 0 to 1 over the overlap and
+    mirrors at the far end; it is never 0, so a pixel covered by a tile's edge alone (the scene's
+    border) still gets a weight. Tiles use the outer product of two of these.
+    """
+    weights = np.ones(size, dtype=np.float64)
+    n = min(overlap, size // 2)
+    if n > 0:
+        ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / n)
+        weights[:n] = ramp
+        weights[size - n :] = np.minimum(weights[size - n :], ramp[::-1])
+    return weights.astype(np.float32)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def check_output_path(out: Path, inputs: Sequence[Path]) -> None:
+    """Raise a one-line error if ``out`` is an input or a folder (inputs stay untouched)."""
+    for path in inputs:
+        if _same_file(out, path):
+            raise UserInputError(f"output {out} is also an input; choose another output path")
+    if out.is_dir():
+        raise UserInputError(f"output {out} is a folder; expected a .tif file path")
+
+
+def quicklook_path(out: Path) -> Path:
+    """The PNG quicklook beside an output: ``flood.tif`` -> ``flood.png``."""
+    return out.with_suffix(".png")
+
+
+class _Strip:
+    """Accumulates blended probabilities for one strip of rows (a tile high, the scene wide)."""
+
+    def __init__(self, classes: int, height: int, width: int, writer: RowWriter) -> None:
+        self.k = classes
+        self.rows = height
+        self.width = width
+        self.top = 0
+        self.acc = np.zeros((classes, height, width), dtype=np.float32)
+        self.weight = np.zeros((height, width), dtype=np.float32)
+        self.valid = np.zeros((height, width), dtype=bool)
+        self.writer = writer
+        self.counts = np.zeros(classes, dtype=np.int64)
+        self.n_valid = 0
+
+    def add(self, window: Window, probs: np.ndarray, valid: np.ndarray, w2d: np.ndarray) -> None:
+        row, col = int(window.row_off), int(window.col_off)
+        h, w = valid.shape
+        if row > self.top:
+            self.flush(row - self.top)
+        r = row - self.top
+        self.acc[:, r : r + h, col : col + w] += probs * w2d
+        self.weight[r : r + h, col : col + w] += w2d
+        self.valid[r : r + h, col : col + w] = valid
+
+    def flush(self, n: int) -> None:
+        """Finish the top ``n`` rows: write them and shift the strip up."""
+        n = min(n, self.rows)
+        for r0 in range(0, n, _FLUSH_ROWS):
+            r1 = min(n, r0 + _FLUSH_ROWS)
+            probs = self.acc[:, r0:r1] / np.maximum(self.weight[r0:r1], 1e-12)
+            classes = probs.argmax(axis=0).astype(np.float32)
+            probs = np.clip(probs, 1e-12, 1.0)
+            entropy = -(probs * np.log(probs)).sum(axis=0, dtype=np.float32)
+            valid = self.valid[r0:r1]
+            classes[~valid] = NODATA
+            entropy[~valid] = NODATA
+            self.counts += np.bincount(classes[valid].astype(np.int64), minlength=self.k)[: self.k]
+            self.n_valid += int(valid.sum())
+            self.writer.write(self.top + r0, classes, entropy)
+        keep = self.rows - n
+        if keep > 0:
+            self.acc[:, :keep] = self.acc[:, n:].copy()
+            self.weight[:keep] = self.weight[n:].copy()
+            self.valid[:keep] = self.valid[n:].copy()
+        self.acc[:, keep:] = 0.0
+        self.weight[keep:] = 0.0
+        self.valid[keep:] = False
+        self.top += n
+
+
+def _prepare(
+    x: np.ndarray, valid: np.ndarray, model: SceneModel, tile: tuple[int, int]
+) -> np.ndarray:
+    """Fill no-data, normalise and pad one tile ``[T, C, h, w]`` to the model's tile size."""
+    fill = np.asarray(model.fill_values, dtype=np.float32)[None, :, None]
+    x[:, :, ~valid] = fill
+    if model.mean is not None and model.std is not None:
+        mean = np.asarray(model.mean, dtype=np.float32)[None, :, None, None]
+        std = np.asarray(model.std, dtype=np.float32)[None, :, None, None]
+        x -= mean
+        x /= std
+    h, w = valid.shape
+    th, tw = tile
+    if (h, w) != (th, tw):
+        pad = ((0, 0), (0, 0), (0, th - h), (0, tw - w))
+        mode = "reflect" if min(h, w) > 1 else "edge"
+        x = np.pad(x, pad, mode=mode)
+    return x
+
+
+_Batch = tuple[np.ndarray, list[tuple[Window, np.ndarray]]]
+
+
+def _batches(stack: SceneStack, model: SceneModel, windows: Sequence[Window]) -> Iterator[_Batch]:
+    tile = (model.tile, model.tile)
+    items: list[np.ndarray] = []
+    meta: list[tuple[Window, np.ndarray]] = []
+    for window in windows:
+        x, valid = stack.read(window)
+        items.append(_prepare(x, valid, model, tile))
+        meta.append((window, valid))
+        if len(items) == model.batch_size:
+            yield np.stack(items), meta
+            items, meta = [], []
+    if items:
+        yield np.stack(items), meta
+
+
+class _Prefetch:
+    """Run a batch iterator in a background thread, ``depth`` items ahead.
+
+    A context manager: leaving it (normally or by an exception) stops the thread and waits for
+    it, so the files it reads are never closed under it. Errors of the reader re-raise in the
+    caller's thread.
+    """
+
+    def __init__(self, iterator: Iterator[_Batch], depth: int) -> None:
+        self._iterator = iterator
+        self._depth = depth
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _work(self) -> None:
+        try:
+            for item in self._iterator:
+                if not self._put(("item", item)):
+                    return
+            self._put(("end", None))
+        except BaseException as exc:
+            self._put(("error", exc))
+
+    def _put(self, entry: tuple[str, Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __enter__(self) -> Iterator[_Batch]:
+        if self._depth <= 0:
+            return self._iterator
+        self._thread = threading.Thread(target=self._work, name="thinkingearth-reader", daemon=True)
+        self._thread.start()
+        return self._items()
+
+    def _items(self) -> Iterator[_Batch]:
+        while True:
+            kind, value = self._queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
+def _to_probabilities(out: Tensor, model: SceneModel, k: int) -> Tensor:
+    if out.ndim != 4 or out.shape[1] != k:
+        raise ValueError(
+            f"model {model.name!r} returned shape {tuple(out.shape)}; expected [B, {k}, h, w]"
+        )
+    if model.outputs == "logits":
+        return torch.softmax(out.float(), dim=1)
+    return out.float()
+
+
+def predict_scene(
+    model: SceneModel,
+    inputs: Sequence[Acquisition],
+    out: str | Path,
+    *,
+    sar_units: SarUnits = "linear",
+    quicklook: bool = True,
+    device: str | torch.device = "cpu",
+    cache_mb: int = 64,
+    prefetch: int = 2,
+    log: Callable[[str], None] | None = None,
+) -> PredictionResult:
+    """Predict a whole scene and write a COG (band 1 classes, band 2 entropy) and a quicklook.
+
+    Args:
+        model: the scene model.
+        inputs: acquisitions oldest first; the last one defines the output grid (flood:
+            ``[pre2,] pre, post``; water and land cover: ``[image]``).
+        out: the COG to write (replaced if it exists); the quicklook goes beside it as ``.png``.
+        sar_units: units of SAR input files, ``linear`` sigma0 or ``db``.
+        quicklook: also write the PNG quicklook.
+        device: torch device for the network.
+        cache_mb: GDAL block cache bound, megabytes.
+        prefetch: batches read ahead in a background thread (0: read in the calling thread).
+        log: where progress lines go (``None``: nowhere).
+
+    Returns:
+        A :class:`PredictionResult`.
+
+    Raises:
+        UserInputError: bad inputs (see :class:`~thinkingearth.data.scene.SceneStack`), a wrong
+            number of acquisitions, or an output path that is an input or a folder. Nothing is
+            written then, and nothing partial is left behind on any failure.
+    """
+    start = time.perf_counter()
+    out = Path(out)
+    inputs = list(inputs)
+    say = log or (lambda _m: None)
+    if len(inputs) not in model.steps:
+        expected = " or ".join(str(s) for s in model.steps)
+        raise UserInputError(
+            f"the {model.name} {model.task} model takes {expected} input image(s), "
+            f"got {len(inputs)}"
+        )
+    check_output_path(out, [p for acq in inputs for p in acq.paths])
+    png = quicklook_path(out) if quicklook else None
+    if png is not None:
+        check_output_path(png, [p for acq in inputs for p in acq.paths])
+    k = len(model.classes)
+    with (
+        gdal_env(cache_mb),
+        SceneStack(
+            inputs,
+            sensor=model.sensor,
+            bands=model.bands,
+            units=sar_units,
+            to_units=model.sar_units,
+        ) as stack,
+    ):
+        grid = stack.grid
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            stack.check_units()
+        network: Callable[[Tensor], Tensor] = model.network
+        timings = dict.fromkeys(
+            ("calibrate", "wait_read", "forward", "blend_write", "cog", "quicklook"), 0.0
+        )
+        tick = time.perf_counter()
+        if model.calibrate is not None:
+            x, valid = stack.read_decimated(model.calibration_side)
+            factor = max(1, math.ceil(max(grid.shape) / model.calibration_side))
+            network = model.calibrate(ScenePreview(x, valid, factor))
+            del x, valid
+        timings["calibrate"] = time.perf_counter() - tick
+        if isinstance(network, torch.nn.Module):
+            network = network.to(device).eval()
+        tags = {
+            "TASK": model.task,
+            "MODEL": model.name,
+            "CLASSES": ";".join(f"{i}={c}" for i, c in enumerate(model.classes)),
+            "BAND_1": "class id (255 = no data)",
+            "BAND_2": "predictive entropy of the blended class probabilities, nats (255 = no data)",
+            "INPUTS": ";".join(str(p.name) for acq in inputs for p in acq.paths),
+            **dict(model.tags),
+        }
+        scene_tags = getattr(network, "scene_tags", None)
+        if callable(scene_tags):
+            tags.update(scene_tags())
+        windows = list(iter_windows(grid.shape, model.tile, model.overlap))
+        th, tw = min(model.tile, grid.height), min(model.tile, grid.width)
+        w2d = np.outer(blend_weights(th, model.overlap), blend_weights(tw, model.overlap))
+        say(
+            f"predicting {grid.width}×{grid.height} px in {len(windows)} tiles of "
+            f"{model.tile} px ({model.name} {model.task})"
+        )
+        with atomic_file(out) as tmp_cog:
+            stream = out.parent / f".{out.name}.stream-{uuid.uuid4().hex[:8]}.tif"
+            try:
+                with RowWriter(stream, grid, tags) as writer:
+                    strip = _Strip(k, th, grid.width, writer)
+                    with (
+                        torch.inference_mode(),
+                        _Prefetch(_batches(stack, model, windows), prefetch) as batches,
+                    ):
+                        while True:
+                            tick = time.perf_counter()
+                            item = next(batches, None)
+                            timings["wait_read"] += time.perf_counter() - tick
+                            if item is None:
+                                break
+                            batch, meta = item
+                            tick = time.perf_counter()
+                            result = network(torch.from_numpy(batch).to(device))
+                            probs = _to_probabilities(result, model, k).cpu().numpy()
+                            timings["forward"] += time.perf_counter() - tick
+                            tick = time.perf_counter()
+                            for i, (window, valid) in enumerate(meta):
+                                h, w = valid.shape
+                                strip.add(window, probs[i, :, :h, :w], valid, w2d)
+                            timings["blend_write"] += time.perf_counter() - tick
+                    tick = time.perf_counter()
+                    strip.flush(grid.height - strip.top)
+                timings["blend_write"] += time.perf_counter() - tick
+                tick = time.perf_counter()
+                write_cog(stream, tmp_cog)
+                timings["cog"] = time.perf_counter() - tick
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    stream.unlink()
+            tick = time.perf_counter()
+            if png is not None:
+                with atomic_file(png) as tmp_png:
+                    write_quicklook(
+                        tmp_cog,
+                        tmp_png,
+                        classes=model.classes,
+                        colours=model.colours,
+                        title=f"{model.task}: {out.name} ({model.name})",
+                    )
+            timings["quicklook"] = time.perf_counter() - tick
+    n_valid = max(1, strip.n_valid)
+    result_info = PredictionResult(
+        path=out,
+        quicklook=png,
+        shape=grid.shape,
+        tiles=len(windows),
+        seconds=time.perf_counter() - start,
+        forward_seconds=timings["forward"],
+        valid_fraction=strip.n_valid / float(grid.width * grid.height),
+        class_fractions=tuple(float(c) / n_valid for c in strip.counts),
+        tags=tags,
+        timings=timings,
+    )
+    say(f"wrote {out} in {result_info.seconds:.1f} s ({result_info.valid_fraction:.0%} valid)")
+    return result_info
