@@ -90,7 +90,18 @@ def test_safetensors_without_json_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_int8_is_not_faked(tmp_path: Path) -> None:
+    """precision="int8" really runs a quantised graph (more in test_speed_paths.py)."""
+    pytest.importorskip("onnxruntime")
     model = create_encoder("thinkingearth_vit_tiny", depth=1, img_size=32)
     path = save(model, tmp_path / "m")
-    with pytest.raises(UserInputError, match=r"onnxruntime|ONNX Runtime"):
-        load(path, precision="int8")
+    encoder = load(path, precision="int8", cache_dir=tmp_path / "cache")
+    assert encoder.precision == "int8"
+    image = torch.randn(2, 2, 32, 32)
+    with torch.inference_mode():
+        got = encoder(image, ["sentinel-1-grd:VV", "sentinel-1-grd:VH"])
+        exact = load(path)(image, ["sentinel-1-grd:VV", "sentinel-1-grd:VH"])
+    assert [p.name for p in (tmp_path / "cache").glob("*.onnx")]  # a graph was built ...
+    assert not torch.equal(got, exact)  # ... and it is not the fp32 model
+    assert torch.nn.functional.cosine_similarity(got, exact).min() > 0.99
+    with pytest.raises(UserInputError, match="precision"):
+        load(path, precision="fp16")  # type: ignore[arg-type]

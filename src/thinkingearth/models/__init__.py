@@ -9,9 +9,12 @@ Public API::
     features = encoder(image, bands=["B04", "B08"], sensor="sentinel-2-l2a", meta=batch)
     maps = encoder.forward_intermediates(image, bands=..., indices=[3, 5, 7, 11])
     save(encoder, "runs/my_encoder")                            # .safetensors + .json
+    fast = load("runs/my_encoder.safetensors", precision="int8")  # ONNX Runtime int8 trunk
 
-See :mod:`thinkingearth.models.encoder` for the calling conventions and
-:mod:`thinkingearth.models.weights` for the checkpoint formats.
+See :mod:`thinkingearth.models.encoder` for the calling conventions,
+:mod:`thinkingearth.models.weights` for the checkpoint formats, and
+:mod:`thinkingearth.models.fused` / :mod:`thinkingearth.models.int8` for the CPU inference
+paths (exact fp32, the default; int8 on request).
 """
 
 from thinkingearth.models.encoder import Encoder, EncoderConfig

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -37,6 +38,7 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from thinkingearth.errors import UserInputError
+from thinkingearth.models import fused
 from thinkingearth.models import text as text_module
 from thinkingearth.models.conventions import (
     COPERNICUSFM_LANGUAGE_KEYS,
@@ -44,10 +46,11 @@ from thinkingearth.models.conventions import (
     hypernet_input,
 )
 from thinkingearth.models.hypernet import SpectralHypernet, VariableHypernet
+from thinkingearth.models.int8 import Int8Trunk
 from thinkingearth.models.metadata import MetadataEncoder
 from thinkingearth.sensors import Band, find_variable, get_bands, get_sensor
 
-__all__ = ["SAR_IDENTITIES", "Encoder", "EncoderConfig", "MetaInput"]
+__all__ = ["SAR_IDENTITIES", "Encoder", "EncoderConfig", "MetaInput", "Precision"]
 
 #: Band-identity keys known to the spectral hypernetwork: SAR polarisation / component.
 SAR_IDENTITIES: tuple[str, ...] = tuple(
@@ -57,6 +60,7 @@ SAR_IDENTITIES: tuple[str, ...] = tuple(
 )
 
 MetaInput = Tensor | Mapping[str, Any] | None
+Precision = Literal["fp32", "int8"]
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,12 @@ def _sincos_2d(grid: int, dim: int) -> Tensor:
 
 
 def _tensor_versions(tensors: Sequence[Tensor]) -> tuple[tuple[int, int], ...]:
-    return tuple((t.data_ptr(), t._version) for t in tensors)
+    """Storage and in-place version of each tensor: any weight change alters the result.
+
+    Inference tensors (created under ``torch.inference_mode``) have no version counter; they
+    count by storage only.
+    """
+    return tuple((t.data_ptr(), -1 if t.is_inference() else t._version) for t in tensors)
 
 
 class Encoder(nn.Module):
@@ -176,6 +185,17 @@ class Encoder(nn.Module):
     ``wavelengths=`` or ``variable=``); see the module docstring. Returns pooled features
     ``[B, D]`` (mean of patch tokens, then LayerNorm). :meth:`forward_intermediates` returns
     feature maps ``[B, D, h, w]`` for dense heads.
+
+    Inference speed paths (CPU; both only in eval mode without autograd, e.g. under
+    ``torch.inference_mode()``; training always runs the plain PyTorch modules):
+
+    * fp32, exact (default): generated kernels are cached per band set and patch size
+      (invalidated by any weight change), and float32 CPU calls run the patch embedding and the
+      blocks as fused oneDNN kernels (:mod:`.fused`); set :attr:`fused_inference` to ``False``
+      for the plain modules.
+    * int8, fast: :meth:`set_precision` ``("int8")`` (or ``load(..., precision="int8")``) runs
+      the trunk of :meth:`forward` as a dynamically quantised ONNX Runtime graph
+      (:mod:`.int8`). :meth:`forward_intermediates` stays fp32.
     """
 
     def __init__(self, config: EncoderConfig) -> None:
@@ -225,6 +245,9 @@ class Encoder(nn.Module):
         #: Published Llama-3.2-1B name embeddings (imported Copernicus-FM), key -> [2048].
         self.language_table: dict[str, Tensor] = {}
         self._kernel_cache: dict[tuple[Any, ...], tuple[Any, Tensor, Tensor]] = {}
+        #: Run eval-mode, no-grad float32 CPU calls through the fused oneDNN path.
+        self.fused_inference: bool = True
+        self._int8: Int8Trunk | None = None
 
     # ------------------------------------------------------------------------------------------
     # Inputs
@@ -511,10 +534,64 @@ class Encoder(nn.Module):
             codes = self._variable_codes(inputs, language_embed)
         kernel, bias = hyper.kernels(codes, patch_size)
         if cacheable:
+            kernel = kernel.contiguous()  # the fused patch embedding reads it as [D, C*p*p]
             if len(self._kernel_cache) > 64:
                 self._kernel_cache.clear()
             self._kernel_cache[key] = (versions, kernel, bias)
         return kernel, bias
+
+    @property
+    def precision(self) -> Precision:
+        """``"fp32"`` or ``"int8"`` (the trunk of :meth:`forward` at inference); see
+        :meth:`set_precision`."""
+        return "int8" if self._int8 is not None else "fp32"
+
+    def set_precision(
+        self,
+        precision: Precision,
+        *,
+        cache_dir: str | Path | None = None,
+        per_channel: bool = True,
+    ) -> Encoder:
+        """Choose the inference precision of :meth:`forward`'s trunk.
+
+        ``"int8"`` exports the trunk (blocks, pooling, ``fc_norm``) to ONNX at the first
+        inference call, quantises its linear layers' weights to int8 with ONNX Runtime's dynamic
+        quantisation and runs it with ONNX Runtime; the patch embedding stays in PyTorch. It
+        applies in eval mode without autograd; training and :meth:`forward_intermediates` use
+        the fp32 modules. A change of the weights rebuilds the graph at the next call.
+
+        Args:
+            precision: ``"fp32"`` or ``"int8"``.
+            cache_dir: Directory for the quantised graphs (reused across runs, named by a digest
+                of the weights); default a temporary directory removed with the encoder.
+            per_channel: Per-output-channel weight scales (default) or one per tensor.
+
+        Returns:
+            The encoder itself.
+
+        Raises:
+            UserInputError: For an unknown precision, or ``"int8"`` without onnxruntime
+                (the message names ``pip install 'thinkingearth[onnx]'``).
+        """
+        if precision == "fp32":
+            self._int8 = None
+        elif precision == "int8":
+            self._int8 = Int8Trunk(cache_dir, per_channel=per_channel)
+        else:
+            raise UserInputError(f"unknown precision {precision!r}; expected 'fp32' or 'int8'")
+        return self
+
+    def prepare_int8(self) -> float:
+        """Build the int8 graph now (else done at the first call); returns the seconds it took.
+
+        Raises:
+            UserInputError: If the precision is not ``"int8"``.
+        """
+        if self._int8 is None:
+            raise UserInputError("prepare_int8() needs set_precision('int8') first")
+        self._int8.prepare(self)
+        return self._int8.build_seconds
 
     def clear_kernel_cache(self) -> None:
         """Drop cached kernels (they are also invalidated automatically on any weight change)."""
@@ -528,6 +605,35 @@ class Encoder(nn.Module):
     # ------------------------------------------------------------------------------------------
     # Forward
     # ------------------------------------------------------------------------------------------
+
+    def _inference(self) -> bool:
+        return not self.training and not torch.is_grad_enabled()
+
+    def _use_fused(self, x: Tensor) -> bool:
+        return (
+            self.fused_inference
+            and self._inference()
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu")
+            and fused.onednn_available()
+        )
+
+    def _run_blocks(self, tokens: Tensor, last: int) -> Iterator[Tensor]:
+        """Yield the tokens after each of the blocks ``0..last``."""
+        if not self._use_fused(tokens):
+            for block in self.blocks[: last + 1]:
+                tokens = block(tokens)
+                yield tokens
+            return
+        b, n, d = tokens.shape
+        flat = tokens.reshape(b * n, d).contiguous()
+        for block in self.blocks[: last + 1]:
+            if fused.fusable(block):
+                flat = fused.run_block(block, flat, b)  # type: ignore[arg-type]
+            else:
+                flat = block(flat.view(b, n, d)).reshape(b * n, d).contiguous()
+            yield flat.view(b, n, d)
 
     def _position_embedding(self, h: int, w: int) -> Tensor:
         pos = self.pos_embed
@@ -570,15 +676,18 @@ class Encoder(nn.Module):
             )
         inputs = self._resolve(c, bands, sensor, wavelengths, bandwidths, variable)
         kernel, bias = self._kernels(inputs, p, image.device, language_embed)
-        x = F.conv2d(
-            image,
-            kernel.to(image.dtype),
-            bias.to(image.dtype),
-            stride=p,
-            padding=self.config.conv_padding,
-        )
-        gh, gw = x.shape[-2:]
-        x = x.flatten(2).transpose(1, 2)
+        if self._use_fused(image):
+            x, gh, gw = fused.patch_embed(image, kernel, bias, p, self.config.conv_padding)
+        else:
+            x = F.conv2d(
+                image,
+                kernel.to(image.dtype),
+                bias.to(image.dtype),
+                stride=p,
+                padding=self.config.conv_padding,
+            )
+            gh, gw = x.shape[-2:]
+            x = x.flatten(2).transpose(1, 2)
         pos = self._position_embedding(gh, gw)
         meta_tensor = self._meta_tensor(meta, b, p, image.device)
         if self.meta is not None and meta_tensor is not None:
@@ -637,8 +746,10 @@ class Encoder(nn.Module):
             patch_size=patch_size,
             language_embed=language_embed,
         )
-        for block in self.blocks:
-            tokens = block(tokens)
+        if self._int8 is not None and self._inference():
+            return self._int8(self, tokens)
+        for out in self._run_blocks(tokens, len(self.blocks) - 1):
+            tokens = out
         return self.fc_norm(tokens[:, 1:].mean(dim=1))
 
     def forward_intermediates(
@@ -697,14 +808,10 @@ class Encoder(nn.Module):
             language_embed=language_embed,
         )
         found: dict[int, Tensor] = {}
-        last = max(wanted)
-        for i, block in enumerate(self.blocks):
-            tokens = block(tokens)
+        for i, out in enumerate(self._run_blocks(tokens, max(wanted))):
             if i in wanted:
-                patches = tokens[:, 1:]
+                patches = out[:, 1:]
                 if norm:
                     patches = self.fc_norm(patches)
-                found[i] = patches.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
-            if i == last:
-                break
+                found[i] = patches.transpose(1, 2).reshape(out.shape[0], -1, h, w)
         return [found[i] for i in wanted]

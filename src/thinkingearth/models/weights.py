@@ -31,7 +31,6 @@ fine-tuned. Two details of the references are kept:
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import re
@@ -44,7 +43,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from thinkingearth.errors import UserInputError
-from thinkingearth.models.encoder import Encoder, EncoderConfig
+from thinkingearth.models.encoder import Encoder, EncoderConfig, Precision
+from thinkingearth.models.int8 import require_onnxruntime
 
 __all__ = [
     "CONFIGS",
@@ -63,7 +63,6 @@ FORMAT: str = "thinkingearth.encoder"
 _FORMAT_VERSION = 1
 
 Reference = Literal["auto", "original", "torchgeo"]
-Precision = Literal["fp32", "int8"]
 
 
 class CheckpointFormatError(UserInputError):
@@ -421,6 +420,7 @@ def load(
     reference: Reference = "auto",
     language_table: str | Path | Mapping[str, Tensor] | None = None,
     precision: Precision = "fp32",
+    cache_dir: str | Path | None = None,
 ) -> Encoder:
     """Load an encoder from a local checkpoint file, recognising its format.
 
@@ -430,23 +430,23 @@ def load(
             ``"auto"`` decides from the file (see the module docstring).
         language_table: The published ``var_embed_llama3.2_1B.pt`` (path or loaded dict), for
             the variable inputs of an imported Copernicus-FM.
-        precision: ``"fp32"``. ``"int8"`` is planned through ONNX Runtime dynamic quantisation
-            and is not available yet.
+        precision: ``"fp32"`` (exact; fused oneDNN kernels on CPU) or ``"int8"``: the trunk's
+            linear layers dynamically quantised and run by ONNX Runtime at inference (see
+            :meth:`.Encoder.set_precision`; needs ``pip install 'thinkingearth[onnx]'``).
+        cache_dir: For ``"int8"``: directory for the quantised ONNX graphs (reused across
+            runs); default a temporary directory. Nothing is written beside the checkpoint.
 
     Returns:
         The encoder in eval mode.
 
     Raises:
-        UserInputError: A missing file, an unknown format, or an unavailable precision.
+        UserInputError: A missing file, an unknown format, an unknown precision, or
+            ``"int8"`` without onnxruntime.
     """
-    if precision != "fp32":
-        have_ort = importlib.util.find_spec("onnxruntime") is not None
-        raise UserInputError(
-            f"precision={precision!r} is not available: int8 inference is planned through ONNX "
-            "Runtime dynamic quantisation, "
-            + ("which is not implemented yet" if have_ort else "and onnxruntime is not installed")
-            + "; use precision='fp32'"
-        )
+    if precision not in ("fp32", "int8"):
+        raise UserInputError(f"unknown precision {precision!r}; expected 'fp32' or 'int8'")
+    if precision == "int8":
+        require_onnxruntime()  # fail before reading a large file
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"checkpoint {path} does not exist")
@@ -481,4 +481,6 @@ def load(
             if not isinstance(table, Mapping):
                 raise UserInputError(f"{language_table}: expected a dict of name -> tensor")
         encoder.set_language_embeddings(table)
+    if precision == "int8":
+        encoder.set_precision("int8", cache_dir=cache_dir)
     return encoder
