@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from infer_helpers import PlantedScene, digest, iou, listing, write_raster
+from infer_helpers import LAND_DB, PlantedScene, digest, iou, listing, speckled, write_raster
+from scipy import ndimage
 from torch import Tensor, nn
 
 from thinkingearth.data.scene import Acquisition, SceneInputError
@@ -110,6 +111,26 @@ def test_threshold_model_finds_the_planted_flood(planted: PlantedScene, tmp_path
         rows, cols = np.nonzero(truth == 2)
         edge[rows.min() - 1 : rows.min() + 2, cols.min() : cols.max()] = True
         assert entropy[edge].mean() > entropy[land & ~edge].mean()
+
+
+def test_threshold_model_maps_no_water_where_there_is_none(tmp_path: Path) -> None:
+    # Land only (forest and fields with texture): Otsu alone would split land into two classes.
+    rng = np.random.default_rng(3)
+    shape = (256, 256)
+    texture = ndimage.gaussian_filter(rng.standard_normal(shape), 8)
+    land = np.stack([LAND_DB[0] + 6 * texture, LAND_DB[1] + 6 * texture])
+    pre = write_raster(tmp_path / "pre.tif", speckled(land, rng))
+    post = write_raster(tmp_path / "post.tif", speckled(land + rng.normal(0, 0.5), rng))
+    out = tmp_path / "dry.tif"
+    inputs = [Acquisition.from_path("--pre", pre), Acquisition.from_path("--post", post)]
+    result = predict_scene(threshold_model("flood", tile=128, overlap=16), inputs, out)
+    with rasterio.open(out) as dst:
+        classes = dst.read(1)
+    assert np.isin(classes, (1, 2)).mean() < 0.02, result.tags
+    water = predict_scene(
+        threshold_model("water"), [Acquisition.from_path("--image", post)], tmp_path / "w.tif"
+    )
+    assert water.class_fractions[1] < 0.02
 
 
 def test_constant_model_gives_a_constant_map_without_seams(

@@ -12,9 +12,11 @@ on the whole histogram fails when water covers a few percent of a scene (it then
 of land), so the threshold is Otsu's on the pooled pixels of *bimodal tiles* (the split-based
 approach of Martinis et al. 2009): tiles of the preview whose own Otsu split has two populations
 each ≥ 10 % of the tile, separated by Ashman's D ≥ 2, with the darker one below a physical prior
-(−15 dB mean for open water in VV, a −3 dB mean drop for floods). Too few such tiles fall back to
-Otsu on every valid pixel. On the Sen1Floods11 hand-labelled chip both give the README's water
-F1 of about 0.72.
+(−15 dB mean for open water in VV, a −3 dB mean drop for floods). When no tile is bimodal the
+scene shows no dark population at all (no water, or no flood): Otsu on every pixel would then
+split two kinds of land, so the physical defaults (−15 dB, −3 dB) are used instead, and a scene
+without water maps (almost) no water. On the Sen1Floods11 hand-labelled chip this gives the
+README's water F1 of about 0.72.
 
 VV is speckle-filtered with a ``speckle_filter`` × ``speckle_filter`` boxcar in linear power
 before thresholding (on the preview too, where it is at full resolution).
@@ -217,6 +219,14 @@ class ThresholdFlood(nn.Module):
         }
 
 
+def _bimodal_or(
+    default: float, image: np.ndarray, valid: np.ndarray, *, dark_below: float
+) -> float:
+    """Split-based Otsu threshold, or ``default`` where no tile shows two populations."""
+    threshold, n_tiles = split_otsu(image, valid, dark_below=dark_below)
+    return threshold if n_tiles else default
+
+
 @dataclass(frozen=True)
 class _Calibrator:
     """Picks one scene's thresholds from its preview (picklable, for Dask workers)."""
@@ -238,15 +248,18 @@ class _Calibrator:
             )
             water_db, drop_db = DEFAULT_WATER_DB, DEFAULT_DROP_DB
         elif self.task == "water":
-            water_db, _ = split_otsu(vv[-1], valid, dark_below=WATER_PRIOR_DB)
+            water_db = _bimodal_or(DEFAULT_WATER_DB, vv[-1], valid, dark_below=WATER_PRIOR_DB)
             drop_db = DEFAULT_DROP_DB
         else:
             pre = 10.0 * np.log10(np.maximum((10.0 ** (vv[:-1] / 10.0)).mean(axis=0), 1e-10))
             both = np.concatenate([pre, vv[-1]], axis=1)
-            water_db, _ = split_otsu(
-                both, np.concatenate([valid, valid], axis=1), dark_below=WATER_PRIOR_DB
+            water_db = _bimodal_or(
+                DEFAULT_WATER_DB,
+                both,
+                np.concatenate([valid, valid], axis=1),
+                dark_below=WATER_PRIOR_DB,
             )
-            drop_db, _ = split_otsu(vv[-1] - pre, valid, dark_below=DROP_PRIOR_DB)
+            drop_db = _bimodal_or(DEFAULT_DROP_DB, vv[-1] - pre, valid, dark_below=DROP_PRIOR_DB)
         if self.task == "water":
             return ThresholdWater(
                 water_db, softness_db=self.softness_db, speckle_filter=self.speckle_filter
