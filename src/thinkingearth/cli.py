@@ -76,6 +76,41 @@ def demo(
 
 
 @app.command()
+def pretrain(
+    config: Annotated[
+        str,
+        typer.Option(
+            "--config", help="A shipped config name (e.g. tiny-synthetic) or a YAML file."
+        ),
+    ],
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="Override trainer.max_steps.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output folder (default: runs/pretrain/<config name>)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the latest checkpoint in OUT.")
+    ] = False,
+) -> None:
+    """Pretrain an encoder (MAE, SoftCon, SupCon, SimCLR, cross-sensor, distillation)."""
+    from thinkingearth.pretrain import load_config, run_pretrain
+
+    settings = load_config(config)
+    folder = out if out is not None else Path("runs") / "pretrain" / settings.name
+    result = run_pretrain(
+        settings,
+        folder,
+        max_steps=max_steps,
+        resume=resume,
+        log=lambda m: typer.echo(m, err=True),
+    )
+    if result.encoder is not None:
+        typer.echo(f"encoder: {result.encoder} ({result.steps} steps, {result.seconds:.1f} s)")
+
+
+@app.command()
 def predict(
     task: Annotated[str, typer.Option("--task", help="What to map: flood, water or landcover.")],
     out: Annotated[
@@ -246,6 +281,118 @@ def predict(
         for name, share in zip(scene_model.classes, result_one.class_fractions, strict=True)
     )
     typer.echo(f"wrote {result_one.path} ({shares}; {result_one.valid_fraction:.0%} valid)")
+
+
+@app.command()
+def bench(
+    suite: Annotated[
+        str,
+        typer.Option("--suite", help="synthetic-lite, synthetic, kurosiwo or copernicus-bench."),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output folder; finished runs in it are not run again.")
+    ],
+    models: Annotated[
+        str | None,
+        typer.Option(
+            "--models",
+            help="Comma-separated: baselines (wrn-eca, resnet18, resnet50, unet, siamese-diff, "
+            "siamese-concat, vit-scratch), encoder names (random init), checkpoint paths or "
+            "random:PATH (default: the suite's).",
+        ),
+    ] = None,
+    data_root: Annotated[
+        Path | None,
+        typer.Option("--data-root", help="Root of the real data (kurosiwo, copernicus-bench)."),
+    ] = None,
+    seeds: Annotated[int, typer.Option("--seeds", help="Number of seeds (0, 1, ...).")] = 3,
+    protocols: Annotated[
+        str | None,
+        typer.Option(
+            "--protocols",
+            help="Encoder protocols for every task: linear-probe, frozen-upernet, finetune "
+            "(default: the suite's per task kind).",
+        ),
+    ] = None,
+    fractions: Annotated[
+        str | None,
+        typer.Option(
+            "--fractions", help="Label fractions, e.g. 0.01,0.1,1 (default: the suite's)."
+        ),
+    ] = None,
+    max_steps: Annotated[
+        int | None,
+        typer.Option("--max-steps", help="Training steps per run (default: the suite's)."),
+    ] = None,
+    accelerator: Annotated[str, typer.Option("--accelerator", help="cpu, gpu or auto.")] = "cpu",
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads", help="PyTorch CPU threads (default: the suite's, else PyTorch's)."
+        ),
+    ] = None,
+) -> None:
+    """Benchmark encoders and baselines: every task x model x protocol x label fraction x seed."""
+    from thinkingearth.bench import run_bench
+
+    def split(text: str | None) -> list[str] | None:
+        if text is None:
+            return None
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise UserInputError(f"expected a comma-separated list, got {text!r}")
+        return items
+
+    fraction_values: list[float] | None = None
+    if fractions is not None:
+        try:
+            fraction_values = [float(f) for f in split(fractions) or []]
+        except ValueError:
+            raise UserInputError(
+                f"--fractions must be numbers in (0, 1], e.g. 0.01,0.1,1; got {fractions!r}"
+            ) from None
+    parts = ["thinkingearth bench", f"--suite {suite}"]
+    if models:
+        parts.append(f"--models {models}")
+    if data_root is not None:
+        parts.append(f"--data-root {data_root}")
+    parts.append(f"--seeds {seeds}")
+    for flag, value in (
+        ("--protocols", protocols),
+        ("--fractions", fractions),
+        ("--max-steps", max_steps),
+        ("--threads", threads),
+    ):
+        if value is not None:
+            parts.append(f"{flag} {value}")
+    if accelerator != "cpu":
+        parts.append(f"--accelerator {accelerator}")
+    parts.append(f"--out {out}")
+    result = run_bench(
+        suite,
+        models,
+        out,
+        seeds=seeds,
+        data_root=data_root,
+        protocols=split(protocols),
+        fractions=fraction_values,
+        max_steps=max_steps,
+        accelerator=accelerator,  # type: ignore[arg-type]
+        threads=threads,
+        command=" ".join(parts),
+        log=lambda m: typer.echo(m, err=True),
+    )
+    typer.echo(
+        f"{result.ran} run(s) done, {result.reused} kept from earlier, "
+        f"{len(result.failed)} failed, in {result.seconds:.1f} s: {result.report}"
+    )
+    if result.failed:
+        typer.echo(
+            f"thinkingearth: {len(result.failed)} run(s) failed (see {result.out / 'results.csv'});"
+            " run the same command again to retry them",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 def main(argv: list[str] | None = None) -> int:

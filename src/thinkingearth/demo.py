@@ -241,10 +241,26 @@ def _stage_flood_map(ctx: DemoContext) -> str:
     )
 
 
+def _stage_pretrain(ctx: DemoContext) -> str:
+    """A short pretraining run and its loss curve (:mod:`thinkingearth.pretrain.report`)."""
+    from thinkingearth.pretrain.report import pretrain_stage
+
+    return pretrain_stage(ctx)
+
+
+def _stage_benchmark(ctx: DemoContext) -> str:
+    """The pretrained encoder against the baselines (:mod:`thinkingearth.bench.demo`)."""
+    from thinkingearth.bench.demo import benchmark_stage
+
+    return benchmark_stage(ctx)
+
+
 STAGES: list[Stage] = [
     ("synthetic world", _stage_world),
     ("figure", _stage_figure),
-    ("flood map", _stage_flood_map),
+    ("pretraining", _stage_pretrain),
+    ("benchmark", _stage_benchmark),
+    ("flood map", _stage_flood_map),  # the demo ends with a mapped scene
 ]
 
 

@@ -1,0 +1,755 @@
+"""The benchmark harness: every task × model × protocol × label fraction × seed, resumable.
+
+:func:`run_bench` trains and tests each run with Lightning on one normalisation, one schedule
+and one set of metrics, and writes ``OUT/results.csv`` (one row per run, rewritten atomically
+after each run) and, at the end, ``OUT/report.md`` with its plots
+(:mod:`thinkingearth.bench.report`). Rerunning with the same ``OUT`` skips the runs whose row is
+there (finished or skipped; failed runs are tried again), so an interrupted benchmark resumes.
+
+What a run does:
+
+1. the task's data is read once per task; every image is normalised by the one transform of the
+   toolkit (:class:`thinkingearth.data.transforms.Normaliser`: published registry statistics,
+   Sentinel-1 linear sigma0 to dB with SSL4EO-S12 dB statistics, or statistics estimated on
+   training samples for sensors without published ones); its name goes in the
+   ``normalisation`` column;
+2. the training subset is a seeded random ``ceil(fraction × n)`` of the training split
+   (:func:`thinkingearth.tasks.protocols.label_fraction_indices`);
+3. the model is built with the run's seed (random init for baselines and registry encoders;
+   checkpoint weights otherwise), the protocol freezes what it freezes, and a fixed schedule
+   trains for ``max_steps`` steps of AdamW (linear warm-up, cosine decay); there is no model
+   selection on the validation split and no augmentation: the last weights are tested;
+4. the test split is scored with :mod:`thinkingearth.tasks.metrics`, and the cost meters
+   (:mod:`thinkingearth.bench.meters`) are read.
+
+A frozen encoder's features are computed once per sample and run (``Suite.cache_features``).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import platform
+import re
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
+
+from thinkingearth.bench.meters import PeakMemory, count_parameters, inference_throughput
+from thinkingearth.bench.models import ModelSpec, build_network, resolve_models
+from thinkingearth.bench.suites import Split, Suite, TaskSpec, get_suite
+from thinkingearth.data.sample import collate
+from thinkingearth.data.transforms import Normaliser
+from thinkingearth.errors import UserInputError
+from thinkingearth.fileio import atomic_file, check_writable_parent
+from thinkingearth.models.baselines import BASELINES, Backbone, UnsupportedTaskError
+from thinkingearth.tasks.protocols import (
+    FeatureCache,
+    TaskModule,
+    check_protocol,
+    label_fraction_indices,
+)
+
+__all__ = [
+    "FIXED_COLUMNS",
+    "RESULTS_NAME",
+    "BenchResult",
+    "RunKey",
+    "plan_runs",
+    "read_results",
+    "run_bench",
+    "write_results",
+]
+
+RESULTS_NAME = "results.csv"
+#: Columns of ``results.csv`` before the metrics (one column per metric follows).
+FIXED_COLUMNS: tuple[str, ...] = (
+    "suite",
+    "task",
+    "kind",
+    "model",
+    "protocol",
+    "fraction",
+    "seed",
+    "status",
+    "reason",
+    "primary_metric",
+    "primary",
+    "train_seconds",
+    "inference_ips",
+    "params",
+    "trainable_params",
+    "peak_mem_mb",
+    "memory_method",
+    "normalisation",
+    "train_samples",
+    "steps",
+    "batch_size",
+    "test_samples",
+    "device",
+)
+_DONE = ("ok", "skipped")
+_CLASSIFICATION = ("classification", "multilabel")
+Accelerator = Literal["cpu", "gpu", "auto"]
+
+
+class RunKey(NamedTuple):
+    """What identifies a run (and its row)."""
+
+    task: str
+    model: str
+    protocol: str
+    fraction: str
+    seed: int
+
+
+def _fraction_text(fraction: float) -> str:
+    return f"{float(fraction):g}"
+
+
+def _row_key(row: Mapping[str, Any]) -> RunKey:
+    return RunKey(
+        str(row["task"]),
+        str(row["model"]),
+        str(row["protocol"]),
+        _fraction_text(float(row["fraction"])),
+        int(row["seed"]),
+    )
+
+
+@dataclass
+class BenchResult:
+    """What :func:`run_bench` did.
+
+    Attributes:
+        out: The output folder.
+        rows: Every row of ``results.csv``.
+        ran: Runs done by this call (finished, skipped or failed).
+        reused: Rows found from an earlier call and kept.
+        failed: Rows that failed in this call.
+        seconds: Wall-clock time of this call.
+    """
+
+    out: Path
+    rows: list[dict[str, Any]]
+    ran: int
+    reused: int
+    failed: list[dict[str, Any]]
+    seconds: float
+
+    @property
+    def report(self) -> Path:
+        """``OUT/report.md``."""
+        return self.out / "report.md"
+
+
+# ----------------------------------------------------------------------------------------------
+# results.csv
+# ----------------------------------------------------------------------------------------------
+
+
+def read_results(path: str | Path) -> list[dict[str, str]]:
+    """Rows of an existing ``results.csv`` (empty if there is none).
+
+    Raises:
+        UserInputError: If the file is not a results table.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in ("suite", "task", "model", "protocol", "fraction", "seed", "status")
+                   if c not in (reader.fieldnames or [])]  # fmt: skip
+        if missing:
+            raise UserInputError(f"{path} is not a benchmark results table (no {missing} column)")
+        return [dict(row) for row in reader]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
+
+
+def write_results(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write ``rows`` atomically: the fixed columns, then every metric in order of appearance."""
+    columns = list(FIXED_COLUMNS)
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with atomic_file(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: _cell(row.get(c)) for c in columns})
+
+
+# ----------------------------------------------------------------------------------------------
+# Planning
+# ----------------------------------------------------------------------------------------------
+
+
+def plan_runs(
+    suite: Suite,
+    models: Sequence[ModelSpec],
+    seeds: Sequence[int],
+    protocols: Sequence[str] | None = None,
+    fractions: Sequence[float] | None = None,
+) -> list[RunKey]:
+    """Every run of a benchmark, in execution order (task, model, protocol, fraction, seed).
+
+    Encoders run the suite's protocols for the task kind (or ``protocols``); baselines always
+    ``finetune``.
+    """
+    chosen = [check_protocol(p) for p in protocols] if protocols else None
+    fracs = tuple(fractions) if fractions else suite.fractions
+    for f in fracs:
+        label_fraction_indices(1, f, 0)  # validates the fraction
+    keys: list[RunKey] = []
+    for task in suite.tasks:
+        for spec in models:
+            if spec.is_encoder:
+                protos = chosen or list(suite.protocols.get(task.kind, ()))
+            else:
+                protos = ["finetune"]
+            for protocol in protos:
+                for fraction in fracs:
+                    for seed in seeds:
+                        keys.append(
+                            RunKey(task.name, spec.name, protocol, _fraction_text(fraction), seed)
+                        )
+    return keys
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------
+
+
+class _Normalised(Dataset[dict[str, Any]]):
+    """Samples of a split, normalised, with a ``key`` naming the sample (for feature caches)."""
+
+    def __init__(
+        self, raw: Dataset[dict[str, Any]], normaliser: Normaliser, split: str, cache: bool
+    ) -> None:
+        self.raw = raw
+        self.normaliser = normaliser
+        self.split = split
+        self._cache: dict[int, dict[str, Any]] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.raw)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        sample = dict(self.raw[index])
+        sample["image"] = self.normaliser(sample["image"], sample["sensor"], sample["bands"])
+        sample["key"] = f"{self.split}:{index}"
+        if self._cache is not None:
+            self._cache[index] = sample
+        return sample
+
+
+@dataclass
+class _Prepared:
+    train: _Normalised
+    test: _Normalised
+    normalisation: str
+    in_channels: int
+    time_steps: int | None
+
+
+def _images(dataset: Dataset[dict[str, Any]], count: int) -> Iterable[torch.Tensor]:
+    for i in range(min(count, len(dataset))):  # type: ignore[arg-type]
+        image = dataset[i]["image"]
+        yield from image.reshape(-1, *image.shape[-3:])
+
+
+def _prepare(task: TaskSpec, suite: Suite) -> _Prepared:
+    splits: dict[Split, Dataset[dict[str, Any]]] = {s: task.load(s) for s in ("train", "test")}
+    first = splits["train"][0]
+    sensor, bands = first["sensor"], tuple(first["bands"])
+    normaliser = Normaliser()
+    if normaliser.needs_fit(sensor, bands):
+        normaliser.fit(sensor, bands, _images(splits["train"], suite.stats_samples))
+    image = first["image"]
+    series = task.kind == "change"
+    if series and image.ndim != 4:
+        raise UserInputError(
+            f"task {task.name}: change detection needs image series [T, C, H, W]; "
+            f"got {tuple(image.shape)}"
+        )
+    return _Prepared(
+        train=_Normalised(splits["train"], normaliser, "train", suite.cache_samples),
+        test=_Normalised(splits["test"], normaliser, "test", suite.cache_samples),
+        normalisation=Normaliser.mode(sensor, bands),
+        in_channels=int(image.shape[-3]),
+        time_steps=int(image.shape[0]) if series else None,
+    )
+
+
+def _target_stats(dataset: Dataset[dict[str, Any]], limit: int = 1024) -> tuple[float, float]:
+    from thinkingearth.tasks.regression import target_stats
+
+    n = min(limit, len(dataset))  # type: ignore[arg-type]
+    return target_stats([dataset[i]["target"] for i in range(n)])
+
+
+# ----------------------------------------------------------------------------------------------
+# One run
+# ----------------------------------------------------------------------------------------------
+
+
+def _task_module(
+    task: TaskSpec, net: Any, protocol: str, suite: Suite, train: Dataset[dict[str, Any]]
+) -> TaskModule:
+    from thinkingearth.tasks.change import ChangeTask
+    from thinkingearth.tasks.classification import ClassificationTask
+    from thinkingearth.tasks.regression import RegressionTask
+    from thinkingearth.tasks.segmentation import SegmentationTask
+
+    lr = suite.lr[protocol]
+    names = task.class_names or None
+    p = check_protocol(protocol)
+    if task.kind in _CLASSIFICATION:
+        return ClassificationTask(
+            net,
+            task.num_classes,
+            multilabel=task.kind == "multilabel",
+            protocol=p,
+            lr=lr,
+            class_names=names,
+        )
+    if task.kind == "segmentation":
+        return SegmentationTask(
+            net,
+            task.num_classes,
+            ignore_index=task.ignore_index,
+            protocol=p,
+            decoder_channels=suite.decoder_channels,
+            lr=lr,
+            class_names=names,
+        )
+    if task.kind == "change":
+        flood = task.num_classes == 3 and task.ignore_index == 3
+        return ChangeTask(
+            net,
+            task.num_classes,
+            ignore_index=task.ignore_index,
+            protocol=p,
+            decoder_channels=suite.decoder_channels,
+            lr=lr,
+            class_names=names,
+            metrics="flood" if flood else "segmentation",
+        )
+    mean, std = _target_stats(train)
+    return RegressionTask(
+        net,
+        target_mean=mean,
+        target_std=std,
+        protocol=p,
+        decoder_channels=suite.decoder_channels,
+        lr=lr,
+    )
+
+
+def _skip_reason(task: TaskSpec, spec: ModelSpec, protocol: str) -> str | None:
+    if not spec.is_encoder and task.kind not in BASELINES[spec.name].tasks:
+        return f"{spec.name} cannot do {task.kind}: {BASELINES[spec.name].reason}"
+    if spec.is_encoder and task.kind in _CLASSIFICATION and protocol == "frozen-upernet":
+        return "frozen-upernet is a dense protocol; scene classification uses linear-probe"
+    return None
+
+
+def _device(accelerator: str) -> torch.device:
+    if accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
+def _run_id(key: RunKey) -> str:
+    text = f"{key.task}__{key.model}__{key.protocol}__f{key.fraction}__s{key.seed}"
+    return re.sub(r"[^0-9A-Za-z_.-]+", "_", text)[-150:]
+
+
+def _train_loader(
+    dataset: Dataset[dict[str, Any]], suite: Suite, seed: int
+) -> tuple[DataLoader[Any], int]:
+    n = len(dataset)  # type: ignore[arg-type]
+    batch = max(2, min(suite.batch_size, n))
+    generator = torch.Generator().manual_seed(int(seed))
+    sampler = RandomSampler(dataset, num_samples=suite.max_steps * batch, generator=generator)  # type: ignore[arg-type]
+    loader = DataLoader(
+        dataset,
+        batch_size=batch,
+        sampler=sampler,
+        drop_last=True,
+        collate_fn=collate,
+        num_workers=suite.num_workers,
+        persistent_workers=False,
+    )
+    return loader, batch
+
+
+def _test_loader(dataset: Dataset[dict[str, Any]], suite: Suite) -> DataLoader[Any]:
+    return DataLoader(
+        dataset,
+        batch_size=suite.eval_batch_size,
+        shuffle=False,
+        collate_fn=collate,
+        num_workers=suite.num_workers,
+    )
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _run_one(
+    key: RunKey,
+    task: TaskSpec,
+    prepared: _Prepared,
+    spec: ModelSpec,
+    suite: Suite,
+    accelerator: Accelerator,
+    logs: Path,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    row: dict[str, Any] = {
+        "suite": suite.name,
+        "task": task.name,
+        "kind": task.kind,
+        "model": spec.name,
+        "protocol": key.protocol,
+        "fraction": key.fraction,
+        "seed": key.seed,
+        "primary_metric": task.primary,
+        "normalisation": prepared.normalisation,
+    }
+    reason = _skip_reason(task, spec, key.protocol)
+    if reason is not None:
+        return {**row, "status": "skipped", "reason": reason}
+    device = _device(accelerator)
+    try:
+        L.seed_everything(key.seed, workers=True, verbose=False)
+        net = build_network(spec, task, suite, prepared.in_channels, prepared.time_steps)
+        frozen = key.protocol != "finetune"
+        if frozen and suite.cache_features and isinstance(net, Backbone):
+            net = FeatureCache(net)
+        indices = label_fraction_indices(len(prepared.train), float(key.fraction), key.seed)
+        train = Subset(prepared.train, indices)
+        module = _task_module(task, net, key.protocol, suite, train)
+        loader, batch = _train_loader(train, suite, key.seed)
+        test_loader = _test_loader(prepared.test, suite)
+        trainer = L.Trainer(
+            accelerator="gpu" if device.type == "cuda" else "cpu",
+            devices=1,
+            max_steps=suite.max_steps,
+            max_epochs=1,
+            logger=CSVLogger(str(logs), name=_run_id(key)),
+            log_every_n_steps=max(1, min(50, suite.max_steps // 4)),
+            enable_progress_bar=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            default_root_dir=str(logs),
+        )
+        with PeakMemory(device) as memory:
+            start = time.perf_counter()
+            trainer.fit(module, train_dataloaders=loader)
+            train_seconds = time.perf_counter() - start
+            trainer.test(module, dataloaders=test_loader, verbose=False)
+            if isinstance(net, FeatureCache):
+                net.enabled = False
+                net.clear()
+            module.to(device)
+            ips = inference_throughput(module, test_loader, device)
+        params, trainable = count_parameters(module)
+        metrics = dict(module.test_results)
+        row.update(
+            status="ok",
+            reason="",
+            primary=metrics.get(task.primary, math.nan),
+            train_seconds=train_seconds,
+            inference_ips=ips,
+            params=params,
+            trainable_params=trainable,
+            peak_mem_mb=memory.peak_mb,
+            memory_method=memory.method,
+            train_samples=len(train),
+            steps=int(trainer.global_step),
+            batch_size=batch,
+            test_samples=len(prepared.test),
+            device=str(device),
+        )
+        row.update(metrics)
+        return row
+    except UnsupportedTaskError as error:
+        return {**row, "status": "skipped", "reason": str(error)}
+    except Exception as error:  # a failed run is recorded and retried on the next call
+        log(f"[bench] {_run_id(key)} failed:\n{traceback.format_exc()}")
+        return {**row, "status": "failed", "reason": _one_line(error)}
+
+
+# ----------------------------------------------------------------------------------------------
+# The benchmark
+# ----------------------------------------------------------------------------------------------
+
+
+class _Quiet:
+    """Silence Lightning's per-run banners and hints (GPU available, few workers, …)."""
+
+    _NAMES = ("lightning.pytorch", "lightning.fabric", "lightning")
+
+    def __enter__(self) -> _Quiet:
+        self._levels = {n: logging.getLogger(n).level for n in self._NAMES}
+        for name in self._NAMES:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.filterwarnings("ignore", module=r"lightning(\..*)?$")
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=r".*validation_step.*val_dataloader.*")
+        # tiny test splits miss some labels; the metric then says so for every run
+        warnings.filterwarnings("ignore", message=r"No positive samples found in target.*")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._warnings.__exit__(None, None, None)
+        for name, level in self._levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _seed_list(seeds: int | Sequence[int]) -> list[int]:
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise UserInputError(f"--seeds must be a positive number of seeds; got {seeds}")
+        return list(range(seeds))
+    values = [int(s) for s in seeds]
+    if not values:
+        raise UserInputError("give at least one seed")
+    return list(dict.fromkeys(values))
+
+
+def run_bench(
+    suite: str | Suite,
+    models: str | Sequence[str] | None,
+    out: str | Path,
+    *,
+    seeds: int | Sequence[int] = 3,
+    data_root: str | Path | None = None,
+    protocols: Sequence[str] | None = None,
+    fractions: Sequence[float] | None = None,
+    max_steps: int | None = None,
+    accelerator: Accelerator = "cpu",
+    threads: int | None = None,
+    command: str | None = None,
+    report: bool = True,
+    log: Callable[[str], None] = print,
+) -> BenchResult:
+    """Run a benchmark and write ``OUT/results.csv`` and ``OUT/report.md``.
+
+    Args:
+        suite: A suite name (:func:`thinkingearth.bench.suites.list_suites`) or a :class:`Suite`.
+        models: Model names, comma-separated or a list (default: the suite's).
+        out: Output folder; rows already in ``OUT/results.csv`` are not run again.
+        seeds: Number of seeds (0, 1, …) or the seeds themselves.
+        data_root: Root of the real data (``kurosiwo``, ``copernicus-bench``).
+        protocols: Encoder protocols for every task (default: the suite's per task kind).
+        fractions: Label fractions (default: the suite's).
+        max_steps: Training steps per run (default: the suite's).
+        accelerator: ``cpu``, ``gpu`` or ``auto``.
+        threads: PyTorch intra-op CPU threads during the benchmark (default: the suite's
+            setting, else PyTorch's).
+        command: The command line, recorded in the report.
+        report: Write ``report.md`` and its plots at the end.
+        log: Progress messages.
+
+    Returns:
+        What ran; :attr:`BenchResult.failed` lists runs that raised (their rows say why).
+
+    Raises:
+        UserInputError: For unknown names, a missing data root, an ``OUT`` holding another
+            suite's results, or data a non-optional task cannot read.
+    """
+    if threads is not None and threads < 1:
+        raise UserInputError(f"--threads must be a positive number; got {threads}")
+    spec = get_suite(suite, data_root) if isinstance(suite, str) else suite
+    chosen = threads if threads is not None else spec.threads
+    previous_threads = torch.get_num_threads()
+    if chosen is not None:
+        torch.set_num_threads(int(chosen))
+    try:
+        return _run_bench(
+            spec,
+            models,
+            out,
+            seeds=seeds,
+            protocols=protocols,
+            fractions=fractions,
+            max_steps=max_steps,
+            accelerator=accelerator,
+            command=command,
+            report=report,
+            log=log,
+        )
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run_bench(
+    spec: Suite,
+    models: str | Sequence[str] | None,
+    out: str | Path,
+    *,
+    seeds: int | Sequence[int],
+    protocols: Sequence[str] | None,
+    fractions: Sequence[float] | None,
+    max_steps: int | None,
+    accelerator: Accelerator,
+    command: str | None,
+    report: bool,
+    log: Callable[[str], None],
+) -> BenchResult:
+    began = time.perf_counter()
+    machine = machine_summary(accelerator)
+    if accelerator not in ("cpu", "gpu", "auto"):
+        raise UserInputError(f"unknown accelerator {accelerator!r}; expected cpu, gpu or auto")
+    if accelerator == "gpu" and not torch.cuda.is_available():
+        raise UserInputError("--accelerator gpu: no CUDA device is available")
+    if max_steps is not None:
+        if max_steps < 1:
+            raise UserInputError(f"--max-steps must be positive; got {max_steps}")
+        from dataclasses import replace
+
+        spec = replace(spec, max_steps=int(max_steps))
+    specs = resolve_models(models if models else list(spec.models))
+    seed_values = _seed_list(seeds)
+    keys = plan_runs(spec, specs, seed_values, protocols, fractions)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out} is a file; expected a folder")
+    check_writable_parent(out / RESULTS_NAME)
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / RESULTS_NAME
+    existing = read_results(results)
+    others = sorted({r["suite"] for r in existing} - {spec.name})
+    if others:
+        raise UserInputError(
+            f"{results} holds results of suite {', '.join(others)}; choose another --out"
+        )
+    rows: list[dict[str, Any]] = [dict(r) for r in existing if r.get("status") in _DONE]
+    done = {_row_key(r) for r in rows}
+    pending = [k for k in keys if k not in done]
+    by_name = {s.name: s for s in specs}
+    log(
+        f"[bench] suite {spec.name}: {len(keys)} runs, {len(keys) - len(pending)} already in "
+        f"{results}, {len(pending)} to run"
+    )
+    failed: list[dict[str, Any]] = []
+    ran = 0
+    with _Quiet():
+        for task in spec.tasks:
+            todo = [k for k in pending if k.task == task.name]
+            if not todo:
+                continue
+            log(f"[bench] {task.name}: reading data …")
+            try:
+                prepared = _prepare(task, spec)
+            except UserInputError as error:  # DataLayoutError, a missing optional package, …
+                if not task.optional:
+                    raise
+                for key in todo:
+                    rows.append(_skipped_for_data(spec, task, key, str(error)))
+                    ran += 1
+                write_results(results, rows)
+                log(f"[bench] {task.name}: skipped ({error})")
+                continue
+            for key in todo:
+                start = time.perf_counter()
+                row = _run_one(
+                    key, task, prepared, by_name[key.model], spec, accelerator, out / "logs", log
+                )
+                rows.append(row)
+                ran += 1
+                write_results(results, rows)
+                if row["status"] == "failed":
+                    failed.append(row)
+                shown = (
+                    f"{task.primary} {float(row['primary']):.4f}"
+                    if row["status"] == "ok"
+                    else row.get("reason", "")
+                )
+                log(
+                    f"[bench] {ran}/{len(pending)} {task.name} {key.model} {key.protocol} "
+                    f"f={key.fraction} seed={key.seed}: {row['status']} ({shown}) "
+                    f"{time.perf_counter() - start:.1f} s"
+                )
+    if not existing and not rows:
+        write_results(results, rows)
+    seconds = time.perf_counter() - began
+    if report:
+        from thinkingearth.bench.report import write_report
+
+        write_report(
+            out,
+            rows,
+            spec,
+            specs,
+            command=command,
+            seconds=seconds if not existing else None,
+            machine=f"{machine}; load average at the end {_load()}",
+        )
+    return BenchResult(out, rows, ran, len(rows) - ran, failed, seconds)
+
+
+def _skipped_for_data(suite: Suite, task: TaskSpec, key: RunKey, reason: str) -> dict[str, Any]:
+    return {
+        "suite": suite.name,
+        "task": task.name,
+        "kind": task.kind,
+        "model": key.model,
+        "protocol": key.protocol,
+        "fraction": key.fraction,
+        "seed": key.seed,
+        "status": "skipped",
+        "reason": f"data not available: {reason}",
+        "primary_metric": task.primary,
+    }
+
+
+def _load() -> str:
+    try:
+        return ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def machine_summary(accelerator: str = "cpu") -> str:
+    """One line about the machine: CPU, cores, threads, load average (1, 5, 15 min)."""
+    cores = os.cpu_count() or 0
+    cpu = platform.processor() or platform.machine()
+    text = (
+        f"{platform.system()} {cpu}, {cores} cores, torch {torch.__version__} with "
+        f"{torch.get_num_threads()} intra-op threads, load average at the start {_load()}"
+    )
+    if _device(accelerator).type == "cuda":
+        text += f", GPU {torch.cuda.get_device_name(0)}"
+    return text

@@ -1,0 +1,508 @@
+"""Benchmark suites: which tasks, on which data, with which defaults.
+
+A :class:`Suite` lists :class:`TaskSpec` s (a task kind, its data, its primary metric) and the
+defaults of a run: models, the protocols encoders are evaluated with per task kind, label
+fractions and the training schedule. Suites (:func:`get_suite`):
+
+* ``synthetic-lite``: the synthetic Copernicus world (:mod:`thinkingearth.data.synthetic`) at
+  32 px: multi-label land-cover classification (Sentinel-2 L2A), land-cover segmentation
+  (Sentinel-2 L2A), Kuro Siwo-style flood change detection (Sentinel-1 GRD, SL2 + SL1 + MS1)
+  and above-ground biomass regression (Sentinel-2 L2A); sized to finish in under 10 minutes on
+  2 CPU cores with its default models and 3 seeds (one PyTorch thread: its tensors are tiny);
+* ``synthetic``: the same world at 64 px with NO2 regression added, every protocol and label
+  fractions of 1 %, 10 % and 100 % (hours on a CPU);
+* ``kurosiwo``: Kuro Siwo flood mapping from the real data under ``--data-root``
+  (:class:`~thinkingearth.data.formats.kurosiwo.KuroSiwo`, the published event split);
+* ``copernicus-bench``: the Copernicus-Bench tasks (Wang et al. 2025) whose inputs the toolkit
+  normalises as they are stored, read from ``--data-root`` through
+  :class:`~thinkingearth.data.formats.copernicusbench.CopernicusBench`; a task whose folder is
+  missing is skipped with the reason. Left out: eurosat_s1, bigearthnet_s1 and dfc2020_s1,
+  whose Sentinel-1 is stored in dB while the normalisation expects linear sigma0.
+
+Primary metrics: mAP (multi-label), overall accuracy (single-label), mIoU (segmentation and
+change detection, as Copernicus-Bench reports for Kuro Siwo), RMSE (regression, lower is
+better).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from torch.utils.data import Dataset
+
+from thinkingearth.data.synthetic import FLOOD_CLASSES, LANDCOVER_CLASSES
+from thinkingearth.errors import UserInputError
+from thinkingearth.models.baselines import TaskKind
+
+__all__ = [
+    "SUITES",
+    "Split",
+    "Suite",
+    "TaskSpec",
+    "get_suite",
+    "list_suites",
+]
+
+Split = Literal["train", "val", "test"]
+Loader = Callable[[Split], Dataset[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task of a suite.
+
+    Attributes:
+        name: Task name (unique within the suite).
+        kind: ``classification``, ``multilabel``, ``segmentation``, ``change`` or ``regression``.
+        load: ``split -> Dataset`` of raw Samples (normalisation is applied by the runner).
+        primary: Key of the primary metric (of :mod:`thinkingearth.tasks.metrics`).
+        higher_is_better: Direction of the primary metric.
+        num_classes: Classes or labels (1 for regression).
+        class_names: Names for per-class metrics.
+        ignore_index: Mask value ignored by loss and metrics.
+        shown: Metrics shown in the report beside the primary one.
+        description: One line for the report (sensor, data, labels).
+        optional: A missing data folder skips the task (with the reason) instead of stopping.
+    """
+
+    name: str
+    kind: TaskKind
+    load: Loader
+    primary: str
+    higher_is_better: bool
+    num_classes: int
+    class_names: tuple[str, ...] = ()
+    ignore_index: int | None = None
+    shown: tuple[str, ...] = ()
+    description: str = ""
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A benchmark suite and the defaults of its runs.
+
+    Attributes:
+        name: Suite name.
+        description: One line for the report.
+        tasks: The tasks.
+        models: Default ``--models``.
+        protocols: Encoder protocols per task kind (baselines always fine-tune).
+        fractions: Label fractions of the training split.
+        max_steps: Optimisation steps per run (label fractions train as many steps).
+        batch_size: Training batch size.
+        eval_batch_size: Test batch size.
+        lr: Peak learning rate per protocol.
+        patch_size: Patch size encoders and the ViT baseline run at (``None``: their own; the
+            ViT baseline then uses 16).
+        img_size: Image size (position grid of the ViT baseline).
+        decoder_channels: UPerNet width.
+        unet_widths: U-Net stage widths.
+        vit_depth: Blocks of the ViT baseline.
+        wrn_depth: Depth of the Wide-ResNet baseline.
+        wrn_width: Widening factor of the Wide-ResNet baseline.
+        cache_features: Compute a frozen encoder's features once per sample (in memory).
+        cache_samples: Keep normalised samples in memory.
+        num_workers: Data-loader workers.
+        stats_samples: Training samples used to estimate normalisation statistics where the
+            registry publishes none.
+        threads: PyTorch intra-op CPU threads (``None``: PyTorch's default, one per core).
+        hidden: Not listed (test-only suites).
+    """
+
+    name: str
+    description: str
+    tasks: tuple[TaskSpec, ...]
+    models: tuple[str, ...]
+    protocols: Mapping[str, tuple[str, ...]]
+    fractions: tuple[float, ...] = (1.0,)
+    max_steps: int = 200
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    lr: Mapping[str, float] = field(
+        default_factory=lambda: {"linear-probe": 5e-3, "frozen-upernet": 1e-3, "finetune": 1e-3}
+    )
+    patch_size: int | None = 8
+    img_size: int = 32
+    decoder_channels: int = 64
+    unet_widths: tuple[int, ...] = (32, 64, 128, 256)
+    vit_depth: int = 12
+    wrn_depth: int = 16
+    wrn_width: int = 4
+    cache_features: bool = True
+    cache_samples: bool = True
+    num_workers: int = 0
+    stats_samples: int = 32
+    threads: int | None = None
+    hidden: bool = False
+
+
+# ----------------------------------------------------------------------------------------------
+# Synthetic world
+# ----------------------------------------------------------------------------------------------
+
+_S2 = "sentinel-2-l2a"
+#: Data-loader workers for the real-data suites: up to 4, leaving one core to the training.
+_WORKERS = min(4, max(0, (os.cpu_count() or 1) - 1))
+_S1 = "sentinel-1-grd"
+_SHOWN: Mapping[str, tuple[str, ...]] = {
+    "classification": ("f1_macro",),
+    "multilabel": ("f1_macro", "oa"),
+    "segmentation": ("oa", "f1_macro"),
+    "change": ("water_f1", "f1/flood", "iou/flood"),
+    "regression": ("mae",),
+}
+
+
+def _synthetic_loader(task: str, sensor: str, size: int, n: Mapping[str, int], seed: int) -> Loader:
+    def load(split: Split) -> Dataset[dict[str, Any]]:
+        from thinkingearth.data.synthetic import SyntheticCopernicus
+
+        return SyntheticCopernicus(
+            task,  # type: ignore[arg-type]
+            sensor,
+            split=split,
+            n=n[split],
+            size=size,
+            seed=seed,
+        )
+
+    return load
+
+
+def _synthetic_tasks(
+    size: int, n: Mapping[str, int], seed: int, no2: bool = False
+) -> tuple[TaskSpec, ...]:
+    def spec(name: str, task: str, sensor: str, kind: TaskKind, **kw: Any) -> TaskSpec:
+        return TaskSpec(
+            name=name,
+            kind=kind,
+            load=_synthetic_loader(task, sensor, size, n, seed),
+            shown=_SHOWN[kind],
+            **kw,
+        )
+
+    tasks = [
+        spec(
+            "multilabel",
+            "multilabel",
+            _S2,
+            "multilabel",
+            primary="map",
+            higher_is_better=True,
+            num_classes=len(LANDCOVER_CLASSES),
+            class_names=LANDCOVER_CLASSES,
+            description=f"land-cover presence (9 labels) from Sentinel-2 L2A, {size} px",
+        ),
+        spec(
+            "landcover",
+            "landcover",
+            _S2,
+            "segmentation",
+            primary="miou",
+            higher_is_better=True,
+            num_classes=len(LANDCOVER_CLASSES),
+            class_names=LANDCOVER_CLASSES,
+            description=f"land-cover segmentation (9 classes) from Sentinel-2 L2A, {size} px",
+        ),
+        spec(
+            "flood",
+            "flood",
+            _S1,
+            "change",
+            primary="miou",
+            higher_is_better=True,
+            num_classes=len(FLOOD_CLASSES),
+            class_names=FLOOD_CLASSES,
+            ignore_index=3,
+            description=(
+                "Kuro Siwo-style flood mapping from Sentinel-1 GRD VV/VH: SL2, SL1 pre-event, "
+                f"MS1 post-event; no water / permanent water / flood, 3 ignored; {size} px"
+            ),
+        ),
+        spec(
+            "biomass",
+            "biomass",
+            _S2,
+            "regression",
+            primary="rmse",
+            higher_is_better=False,
+            num_classes=1,
+            description=f"above-ground biomass (Mg/ha) per pixel from Sentinel-2 L2A, {size} px",
+        ),
+    ]
+    if no2:
+        tasks.append(
+            spec(
+                "no2",
+                "no2",
+                _S2,
+                "regression",
+                primary="rmse",
+                higher_is_better=False,
+                num_classes=1,
+                description=(
+                    f"tropospheric NO2 (µmol/m²) per pixel from Sentinel-2 L2A land use, {size} px"
+                ),
+            )
+        )
+    return tuple(tasks)
+
+
+_DENSE_FROZEN = {
+    "classification": ("linear-probe",),
+    "multilabel": ("linear-probe",),
+    "segmentation": ("frozen-upernet",),
+    "change": ("frozen-upernet",),
+    "regression": ("frozen-upernet",),
+}
+_ALL_PROTOCOLS = {
+    "classification": ("linear-probe", "finetune"),
+    "multilabel": ("linear-probe", "finetune"),
+    "segmentation": ("linear-probe", "frozen-upernet", "finetune"),
+    "change": ("linear-probe", "frozen-upernet", "finetune"),
+    "regression": ("linear-probe", "frozen-upernet", "finetune"),
+}
+
+
+def _synthetic_lite(data_root: Path | None) -> Suite:
+    n = {"train": 192, "val": 32, "test": 96}
+    return Suite(
+        name="synthetic-lite",
+        description=(
+            "the synthetic Copernicus world at 32 px: 192 training and 96 test samples per task"
+        ),
+        tasks=_synthetic_tasks(32, n, seed=0),
+        models=("thinkingearth_vit_tiny", "wrn-eca", "unet", "siamese-diff"),
+        protocols=_DENSE_FROZEN,
+        fractions=(1.0,),
+        max_steps=100,
+        batch_size=16,
+        eval_batch_size=96,
+        patch_size=8,
+        img_size=32,
+        decoder_channels=32,
+        unet_widths=(16, 32, 64, 128),
+        wrn_depth=10,
+        wrn_width=2,
+        # Tiny tensors: one thread per op is nearly as fast as two on an idle 2-core machine,
+        # and several times faster when other jobs share the cores (threads wait for each other).
+        threads=1,
+    )
+
+
+def _synthetic(data_root: Path | None) -> Suite:
+    n = {"train": 1024, "val": 128, "test": 256}
+    return Suite(
+        name="synthetic",
+        description=(
+            "the synthetic Copernicus world at 64 px, every protocol and label fraction: 1024 "
+            "training and 256 test samples per task"
+        ),
+        tasks=_synthetic_tasks(64, n, seed=0, no2=True),
+        models=(
+            "thinkingearth_vit_tiny",
+            "wrn-eca",
+            "resnet18",
+            "resnet50",
+            "unet",
+            "siamese-diff",
+            "siamese-concat",
+            "vit-scratch",
+        ),
+        protocols=_ALL_PROTOCOLS,
+        fractions=(0.01, 0.1, 1.0),
+        max_steps=1000,
+        batch_size=32,
+        eval_batch_size=64,
+        patch_size=8,
+        img_size=64,
+        decoder_channels=128,
+    )
+
+
+def _micro(data_root: Path | None) -> Suite:
+    """Test-only: every task kind, tiny everything (seconds)."""
+    n = {"train": 8, "val": 4, "test": 4}
+    return Suite(
+        name="_micro",
+        description="test-only: 8 training and 4 test samples per task at 32 px",
+        tasks=_synthetic_tasks(32, n, seed=0),
+        models=("thinkingearth_vit_tiny", "unet", "wrn-eca"),
+        protocols=_DENSE_FROZEN,
+        fractions=(1.0,),
+        max_steps=2,
+        batch_size=4,
+        eval_batch_size=4,
+        patch_size=8,
+        img_size=32,
+        decoder_channels=16,
+        unet_widths=(8, 16),
+        vit_depth=2,
+        wrn_depth=10,
+        wrn_width=1,
+        hidden=True,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Real data
+# ----------------------------------------------------------------------------------------------
+
+
+def _require_root(name: str, data_root: Path | None) -> Path:
+    if data_root is None:
+        raise UserInputError(f"suite {name} reads real data: pass --data-root DIR")
+    root = Path(data_root)
+    if not root.is_dir():
+        raise UserInputError(f"--data-root {root} is not a folder")
+    return root
+
+
+def _kurosiwo(data_root: Path | None) -> Suite:
+    root = _require_root("kurosiwo", data_root)
+
+    def load(split: Split) -> Dataset[dict[str, Any]]:
+        from thinkingearth.data.formats.kurosiwo import KuroSiwo
+
+        return KuroSiwo(root, split=split)
+
+    task = TaskSpec(
+        name="kurosiwo",
+        kind="change",
+        load=load,
+        primary="miou",
+        higher_is_better=True,
+        num_classes=3,
+        class_names=FLOOD_CLASSES,
+        ignore_index=3,
+        shown=_SHOWN["change"],
+        description=(
+            f"Kuro Siwo GRD (Bountos et al. 2024) under {root}: SL2, SL1, MS1 VV/VH, 224 px, "
+            "published event split"
+        ),
+    )
+    return Suite(
+        name="kurosiwo",
+        description="Kuro Siwo flood mapping, published event split",
+        tasks=(task,),
+        models=("thinkingearth_vit_tiny", "unet", "siamese-diff", "siamese-concat", "resnet50"),
+        protocols={"change": ("frozen-upernet", "finetune")},
+        fractions=(0.01, 0.1, 1.0),
+        max_steps=4000,
+        batch_size=16,
+        eval_batch_size=32,
+        patch_size=None,
+        img_size=224,
+        decoder_channels=256,
+        cache_features=False,
+        cache_samples=False,
+        num_workers=_WORKERS,
+    )
+
+
+#: Copernicus-Bench tasks of the suite: (task, kind, primary metric, higher is better).
+_COPERNICUS_TASKS: tuple[tuple[str, TaskKind, str, bool], ...] = (
+    ("cloud_s2", "segmentation", "miou", True),
+    ("cloud_s3", "segmentation", "miou", True),
+    ("eurosat_s2", "classification", "oa", True),
+    ("bigearthnet_s2", "multilabel", "map", True),
+    ("lc100cls_s3", "multilabel", "map", True),
+    ("lc100seg_s3", "segmentation", "miou", True),
+    ("dfc2020_s2", "segmentation", "miou", True),
+    ("flood_s1", "change", "miou", True),
+    ("lcz_s2", "classification", "oa", True),
+    ("biomass_s3", "regression", "rmse", False),
+    ("aq_no2_s5p", "regression", "rmse", False),
+    ("aq_o3_s5p", "regression", "rmse", False),
+)
+
+
+def _copernicus_bench(data_root: Path | None) -> Suite:
+    root = _require_root("copernicus-bench", data_root)
+    from thinkingearth.data.formats.copernicusbench import TASKS
+
+    def loader(name: str) -> Loader:
+        def load(split: Split) -> Dataset[dict[str, Any]]:
+            from thinkingearth.data.formats.copernicusbench import CopernicusBench
+
+            return CopernicusBench(name, root, split=split)  # type: ignore[arg-type]
+
+        return load
+
+    tasks = []
+    for name, kind, primary, higher in _COPERNICUS_TASKS:
+        info = TASKS[name]
+        tasks.append(
+            TaskSpec(
+                name=name,
+                kind=kind,
+                load=loader(name),
+                primary=primary,
+                higher_is_better=higher,
+                num_classes=len(info.classes) if kind != "regression" else 1,
+                class_names=tuple(info.classes) if kind != "regression" else (),
+                ignore_index=info.ignore_index,
+                shown=_SHOWN[kind],
+                description=f"{info.sensor}: {info.values}",
+                optional=True,
+            )
+        )
+    return Suite(
+        name="copernicus-bench",
+        description="Copernicus-Bench (Wang et al. 2025) tasks found under --data-root",
+        tasks=tuple(tasks),
+        models=("thinkingearth_vit_tiny", "resnet50", "unet", "wrn-eca", "siamese-diff"),
+        protocols={
+            "classification": ("linear-probe", "finetune"),
+            "multilabel": ("linear-probe", "finetune"),
+            "segmentation": ("frozen-upernet", "finetune"),
+            "change": ("frozen-upernet", "finetune"),
+            "regression": ("frozen-upernet", "finetune"),
+        },
+        fractions=(1.0,),
+        max_steps=3000,
+        batch_size=16,
+        eval_batch_size=32,
+        patch_size=None,
+        img_size=96,
+        decoder_channels=256,
+        cache_features=False,
+        cache_samples=False,
+        num_workers=_WORKERS,
+    )
+
+
+SUITES: Mapping[str, Callable[[Path | None], Suite]] = {
+    "synthetic-lite": _synthetic_lite,
+    "synthetic": _synthetic,
+    "kurosiwo": _kurosiwo,
+    "copernicus-bench": _copernicus_bench,
+    "_micro": _micro,
+}
+
+
+def list_suites() -> list[str]:
+    """Names of the public suites."""
+    return [name for name in SUITES if not name.startswith("_")]
+
+
+def get_suite(name: str, data_root: str | Path | None = None, **overrides: Any) -> Suite:
+    """Build a suite by name, with optional field overrides (e.g. ``max_steps=10``).
+
+    Raises:
+        UserInputError: For an unknown suite, a missing ``data_root`` where the suite needs one,
+            or an unknown override.
+    """
+    if name not in SUITES:
+        raise UserInputError(f"unknown suite {name!r}; expected one of: {', '.join(list_suites())}")
+    suite = SUITES[name](Path(data_root) if data_root is not None else None)
+    fields = set(Suite.__dataclass_fields__)
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise UserInputError(f"unknown suite settings {unknown}; expected some of {sorted(fields)}")
+    return replace(suite, **overrides) if overrides else suite

@@ -1,0 +1,331 @@
+"""Run a pretraining configuration end to end: ``thinkingearth pretrain`` calls :func:`run_pretrain`.
+
+Output folder ``OUT``::
+
+    OUT/config.yaml              the resolved configuration of the run
+    OUT/normalisation.json       the normalisation (with statistics estimated for the run)
+    OUT/checkpoints/step-*.ckpt  Lightning checkpoints, atomic, the latest few kept
+    OUT/logs/csv/metrics.csv     losses and learning rate (CSV)
+    OUT/logs/tensorboard/        the same for TensorBoard
+    OUT/encoder.safetensors      the pretrained encoder (with OUT/encoder.json), loadable with
+                                 thinkingearth.models.load
+    OUT/summary.json             steps, time, final loss
+
+``--resume`` continues from the latest checkpoint with the optimiser, scheduler, step counter and
+data-order position restored; a run that would overwrite checkpoints without ``--resume`` is
+refused, and so is ``--resume`` with no checkpoint or a corrupt one. Augmentations and MAE masks
+are drawn from ``(seed, step, rank)``, so a resumed run repeats exactly what the uninterrupted run
+would have done. A run resumed with a larger ``--max-steps`` keeps its original learning-rate
+schedule (the rate stays at its floor after the original end).
+
+Scaling: ``trainer.devices``/``num_nodes`` with ``strategy: ddp`` run Lightning DDP (gloo on CPU,
+NCCL on GPUs); Lightning starts the processes itself, or joins those of ``torchrun`` or SLURM.
+Every rank reads the same sensor at each step and contrastive recipes gather embeddings across
+ranks. Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from thinkingearth.errors import UserInputError
+from thinkingearth.fileio import atomic_file, check_writable_parent
+from thinkingearth.pretrain.config import PretrainConfig
+
+__all__ = ["RESUMABLE_CHANGES", "PretrainResult", "run_pretrain"]
+
+#: Settings that may differ between a run and its ``--resume``.
+RESUMABLE_CHANGES: frozenset[str] = frozenset(
+    {
+        "name",
+        "trainer.max_steps",
+        "trainer.max_time_s",
+        "trainer.progress_bar",
+        "trainer.checkpoint_every",
+        "trainer.keep_checkpoints",
+        "trainer.log_every",
+        "trainer.threads",
+        "trainer.devices",
+        "trainer.num_nodes",
+        "trainer.strategy",
+        "trainer.accelerator",
+        "data.num_workers",
+    }
+)
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    """What a run produced.
+
+    Attributes:
+        out: The output folder.
+        encoder: Path of the exported ``encoder.safetensors`` (``None`` on ranks other than 0).
+        steps: Optimiser steps reached.
+        seconds: Wall time of training (data generation included).
+        final_loss: Last logged training loss.
+        resumed_from: Step of the checkpoint the run resumed from (``None`` for a fresh run).
+    """
+
+    out: Path
+    encoder: Path | None
+    steps: int
+    seconds: float
+    final_loss: float | None
+    resumed_from: int | None
+
+
+def _rank() -> int:
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if key in os.environ:
+            return int(os.environ[key])
+    return 0
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and key not in ("overrides", "kwargs"):
+            out.update(_flatten(value, full + "."))
+        else:
+            out[full] = value
+    return out
+
+
+def _check_same_config(saved: Mapping[str, Any], config: PretrainConfig, path: Path) -> None:
+    old, new = _flatten(saved), _flatten(config.to_dict())
+    for key in sorted(set(old) | set(new)):
+        if key in RESUMABLE_CHANGES:
+            continue
+        if old.get(key) != new.get(key):
+            raise UserInputError(
+                f"--resume with a different config: {key} was {old.get(key)!r} in {path.name}, is "
+                f"{new.get(key)!r} now; resume with the run's own config (OUT/config.yaml)"
+            )
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def _export_encoder(encoder: Any, out: Path) -> Path:
+    """Save the encoder as ``out/encoder.safetensors`` + ``.json``, each file renamed into place."""
+    from thinkingearth.models import save
+
+    staging = out / f".encoder-export-{uuid.uuid4().hex[:8]}"
+    try:
+        tensors = save(encoder, staging / "encoder")
+        os.replace(tensors, out / "encoder.safetensors")
+        os.replace(tensors.with_suffix(".json"), out / "encoder.json")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out / "encoder.safetensors"
+
+
+def _strategy(config: PretrainConfig) -> Any:
+    t = config.trainer
+    processes = t.devices * t.num_nodes
+    name = t.strategy
+    if name == "auto" and processes == 1:
+        return "auto"
+    from lightning.pytorch.strategies import DDPStrategy
+
+    backend = "gloo" if t.accelerator == "cpu" else None
+    return DDPStrategy(
+        process_group_backend=backend,
+        find_unused_parameters=True,  # e.g. the variable hypernetwork idles on optical batches
+        start_method="spawn" if name == "ddp_spawn" else "popen",
+    )
+
+
+def run_pretrain(
+    config: PretrainConfig,
+    out: str | Path,
+    *,
+    max_steps: int | None = None,
+    resume: bool = False,
+    teacher: torch.nn.Module | None = None,
+    callbacks: Sequence[Any] = (),
+    log: Callable[[str], None] | None = print,
+) -> PretrainResult:
+    """Pretrain an encoder as ``config`` says and export it.
+
+    Args:
+        config: A validated configuration (:func:`~thinkingearth.pretrain.config.load_config`).
+        out: Output folder (see the module docstring).
+        max_steps: Override ``trainer.max_steps``.
+        resume: Continue from the latest checkpoint in ``out/checkpoints``.
+        teacher: A frozen teacher module for distillation (instead of ``distill.teacher``).
+        callbacks: Extra Lightning callbacks.
+        log: Where progress lines go (``None`` = silent).
+
+    Returns:
+        A :class:`PretrainResult`.
+
+    Raises:
+        UserInputError: ``out`` holds checkpoints and ``resume`` is false; ``resume`` with no
+            checkpoint, a corrupt one, or a different configuration; unwritable ``out``.
+    """
+    import lightning as L
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from thinkingearth.pretrain.callbacks import (
+        QuietProgressBar,
+        ResumableCSVLogger,
+        StepCheckpoint,
+        truncate_metrics,
+    )
+    from thinkingearth.pretrain.checkpoint import (
+        AtomicCheckpointIO,
+        list_checkpoints,
+        read_checkpoint,
+    )
+    from thinkingearth.pretrain.data import PretrainDataModule
+    from thinkingearth.pretrain.modules import CHECKPOINT_FORMAT, build_module
+    from thinkingearth.pretrain.teacher import Teacher, build_teacher
+    from thinkingearth.pretrain.transforms import Normaliser
+
+    say = log or (lambda _message: None)
+    if max_steps is not None:
+        if max_steps <= 0:
+            raise UserInputError(f"--max-steps must be positive, got {max_steps}")
+        config = dataclasses.replace(
+            config, trainer=dataclasses.replace(config.trainer, max_steps=int(max_steps))
+        )
+    config = config.validate()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out} is a file; expected a folder")
+    check_writable_parent(out / "config.yaml")
+    folder = out / "checkpoints"
+    found = list_checkpoints(folder)
+    resumed_from: int | None = None
+    ckpt_path: Path | None = None
+    saved: dict[str, Any] = {}
+    if resume:
+        if not found:
+            raise UserInputError(
+                f"--resume: no checkpoint in {folder}; start without --resume to begin a new run"
+            )
+        resumed_from, ckpt_path = found[-1]
+        saved = read_checkpoint(ckpt_path)[CHECKPOINT_FORMAT]
+        _check_same_config(saved.get("config", {}), config, ckpt_path)
+        if resumed_from >= config.trainer.max_steps:
+            raise UserInputError(
+                f"--resume: the run already reached step {resumed_from} of max_steps "
+                f"{config.trainer.max_steps}; raise --max-steps to train further"
+            )
+        say(f"[pretrain] resuming from {ckpt_path.name} (step {resumed_from})")
+    elif found:
+        raise UserInputError(
+            f"{out} already holds checkpoints (latest {found[-1][1].name}); pass --resume to "
+            "continue that run, or choose another --out"
+        )
+    if config.trainer.threads is not None:
+        torch.set_num_threads(config.trainer.threads)
+
+    start = time.perf_counter()
+    normaliser = Normaliser()
+    datamodule = PretrainDataModule(config, normaliser)
+    datamodule.build()
+    if saved.get("normalisation"):
+        normaliser.stats.update(Normaliser(saved["normalisation"]).stats)
+    wrapped_teacher: Teacher | None = None
+    if config.distill is not None:
+        module_teacher = teacher
+        if module_teacher is None:
+            if config.distill.teacher is None:
+                raise UserInputError("distill needs a teacher: set distill.teacher in the config")
+            module_teacher = build_teacher(config.distill.teacher)
+        wrapped_teacher = Teacher(module_teacher, config.distill.teacher_bands)
+    elif teacher is not None:
+        raise UserInputError("a teacher was given but the config has no distill section")
+    module = build_module(config, normaliser, wrapped_teacher)
+
+    if _rank() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+        _write_text(out / "normalisation.json", normaliser.to_json())
+        if resumed_from is not None:
+            truncate_metrics(out / "logs" / "csv" / "metrics.csv", resumed_from)
+
+    t = config.trainer
+    loggers = [
+        ResumableCSVLogger(out, name="logs", version="csv", flush_logs_every_n_steps=t.log_every),
+        TensorBoardLogger(out, name="logs", version="tensorboard", default_hp_metric=False),
+    ]
+    trainer = L.Trainer(
+        max_steps=t.max_steps,
+        max_epochs=-1,  # max_steps ends the run (the sampler yields exactly max_steps batches)
+        max_time=timedelta(seconds=t.max_time_s) if t.max_time_s is not None else None,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=_strategy(config),
+        precision=t.precision,
+        callbacks=[
+            StepCheckpoint(folder, t.checkpoint_every, t.keep_checkpoints),
+            *([QuietProgressBar()] if t.progress_bar else []),
+            *callbacks,
+        ],
+        plugins=[AtomicCheckpointIO()],
+        logger=loggers,
+        log_every_n_steps=t.log_every,
+        enable_checkpointing=False,
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        gradient_clip_val=config.optim.grad_clip or None,
+        num_sanity_val_steps=0,
+        default_root_dir=out,
+    )
+    trainer.fit(
+        module,
+        datamodule=datamodule,
+        ckpt_path=str(ckpt_path) if ckpt_path is not None else None,
+        weights_only=True,
+    )
+    seconds = time.perf_counter() - start
+    # ddp_spawn returns the weights, not the loop state, to the main process: read the step of
+    # the final checkpoint too.
+    saved_steps = [step for step, _ in list_checkpoints(folder)]
+    steps = max([int(trainer.global_step), *saved_steps])
+    loss = trainer.callback_metrics.get("train/loss")
+    final_loss = float(loss) if loss is not None else None
+    encoder_path: Path | None = None
+    if trainer.is_global_zero:
+        encoder_path = _export_encoder(module.encoder, out)
+        summary = {
+            "config": config.name,
+            "recipe": config.recipe,
+            "steps": steps,
+            "seconds": round(seconds, 2),
+            "final_loss": final_loss,
+            "resumed_from": resumed_from,
+            "encoder": encoder_path.name,
+        }
+        _write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        say(f"[pretrain] {steps} steps in {seconds:.1f} s; encoder: {encoder_path}")
+    return PretrainResult(
+        out=out,
+        encoder=encoder_path,
+        steps=steps,
+        seconds=seconds,
+        final_loss=final_loss,
+        resumed_from=resumed_from,
+    )
