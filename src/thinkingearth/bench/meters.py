@@ -3,7 +3,8 @@
 * **parameters**: every parameter of the task module (encoder or baseline plus head), and the
   trainable ones under the protocol;
 * **peak memory** (:class:`PeakMemory`): on CPU, the peak resident set size of the process
-  above its level when the run started, sampled every 10 ms from ``/proc/self/statm`` (Linux;
+  above its level when the run started (after freed heap is handed back to the OS, so memory
+  an earlier run left mapped does not hide this run's growth), sampled every 10 ms from ``/proc/self/statm`` (Linux;
   elsewhere the growth of ``ru_maxrss``, which only moves when the process sets a new record).
   ``tracemalloc`` is not used: it does not see PyTorch's own allocator. On a GPU, the peak of
   ``torch.cuda.max_memory_allocated`` during the run;
@@ -27,6 +28,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from thinkingearth.resources import release_freed_memory
 
 __all__ = ["PeakMemory", "count_parameters", "inference_throughput", "to_device"]
 
@@ -91,6 +94,7 @@ class PeakMemory:
             self._start = torch.cuda.memory_allocated(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             return self
+        release_freed_memory()  # else memory kept from an earlier run hides this run's growth
         rss = _rss_bytes()
         if rss is None:
             self.method = "maxrss"

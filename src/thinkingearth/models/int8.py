@@ -21,8 +21,6 @@ ONNX Runtime's dynamic int8 ~2.3-3x at cosine similarity > 0.999 to fp32.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import gc
 import hashlib
 import importlib.util
 import json
@@ -41,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from thinkingearth.errors import UserInputError
+from thinkingearth.resources import release_freed_memory
 
 if TYPE_CHECKING:
     from thinkingearth.models.encoder import Encoder
@@ -203,13 +202,6 @@ def build_int8_graph(encoder: Encoder, directory: Path, per_channel: bool = True
     return target
 
 
-def _release_freed_memory() -> None:
-    """Hand freed heap pages back to the OS (glibc ``malloc_trim``; a no-op elsewhere)."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 class Int8Trunk:
     """The int8 ONNX Runtime trunk of an encoder, rebuilt whenever the encoder's weights change.
 
@@ -289,7 +281,7 @@ class Int8Trunk:
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.path = path
         self._versions = versions
-        _release_freed_memory()  # the export's and quantiser's buffers (~1 GB for ViT-B)
+        release_freed_memory()  # the export's and quantiser's buffers (~1 GB for ViT-B)
         self.build_seconds = time.perf_counter() - start
 
     def __call__(self, encoder: Encoder, tokens: Tensor) -> Tensor:
