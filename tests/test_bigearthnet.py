@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 import shutil
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -524,19 +525,56 @@ def test_v2_layout_with_metadata_rows(tmp_path: Path, monkeypatch: pytest.Monkey
     _one_line(exc)
 
 
+#: Column types of reBEN's metadata.parquet (BigEarthNet v2.0).
+REBEN_SCHEMA = {
+    "patch_id": "string",
+    "labels": "list<string>",
+    "split": "string",
+    "country": "string",
+    "s1_name": "string",
+    "s2v1_name": "string",
+    "contains_seasonal_snow": "bool",
+    "contains_cloud_or_shadow": "bool",
+}
+
+
+def _write_parquet(rows: list[dict[str, Any]], path: Path, drop: str | None = None) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    types = {"string": pa.string(), "list<string>": pa.list_(pa.string()), "bool": pa.bool_()}
+    schema = pa.schema([(k, types[v]) for k, v in REBEN_SCHEMA.items() if k != drop])
+    kept = [{k: v for k, v in row.items() if k != drop} for row in rows]
+    pq.write_table(pa.Table.from_pylist(kept, schema=schema), path)
+
+
 def test_v2_real_parquet(tmp_path: Path) -> None:
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow.parquet as pq
+
     rows = _make_v2(tmp_path)
-    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "metadata.parquet")
+    path = tmp_path / "metadata.parquet"
+    _write_parquet(rows, path)
+    assert pq.read_schema(path).names == list(REBEN_SCHEMA)
     _check_v2(tmp_path)
+    rows[2]["contains_cloud_or_shadow"] = True
+    _write_parquet(rows, path)
+    assert BigEarthNet(tmp_path, version=2, split="test", exclude_snow_cloud=False).names == [
+        rows[2]["patch_id"]
+    ]
+    with pytest.raises(DataLayoutError, match="no BigEarthNet v2 patches for split test"):
+        BigEarthNet(tmp_path, version=2, split="test")
+    _write_parquet(rows, path, drop="s1_name")
+    assert len(BigEarthNet(tmp_path, version=2, exclude_snow_cloud=False)) == 3
+    with pytest.raises(DataLayoutError, match="lacks the column s1_name") as exc:
+        BigEarthNet(tmp_path, version=2, sensor="s1")
+    _one_line(exc)
 
 
-def test_v2_without_pyarrow_says_so(tmp_path: Path) -> None:
-    if importlib.util.find_spec("pyarrow") is not None:
-        pytest.skip("pyarrow is installed; the missing-pyarrow message cannot be shown")
+def test_v2_without_pyarrow_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _make_v2(tmp_path)
     (tmp_path / "metadata.parquet").write_bytes(b"PAR1")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow... raises ImportError
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     with pytest.raises(UserInputError, match="pip install pyarrow") as exc:
         BigEarthNet(tmp_path, version=2)
     _one_line(exc)

@@ -232,7 +232,7 @@ WRITERS = (
     write_biomass,
     write_airquality,
 )
-#: Every task but lcz_s2 (HDF5, needs h5py).
+#: Every task but lcz_s2 (HDF5 without coordinates: see test_lcz_s2_from_hdf5).
 FAKED = tuple(name for name in TASKS if name != "lcz_s2")
 
 
@@ -447,14 +447,73 @@ def test_argument_errors(root: Path) -> None:
         CopernicusBench("cloud_s2", root, mode="static")
 
 
-def test_lcz_needs_h5py_or_its_file(root: Path) -> None:
-    if importlib.util.find_spec("h5py") is None:
-        with pytest.raises(UserInputError) as err:
-            CopernicusBench("lcz_s2", root)
-        assert "needs the Python package h5py" in _one_line(err)
-    else:
-        with pytest.raises(DataLayoutError, match=re.escape("split file lcz_train.h5 not found")):
-            CopernicusBench("lcz_s2", root)
+def write_lcz(root: Path, labels: tuple[int, ...] = (16, 0, 9)) -> None:
+    """torchgeo's CopernicusBenchLCZS2 layout: ``lcz_{split}.h5`` in the root, as So2Sat LCZ42
+    stores it: ``sen2`` float64 ``[N, H, W, 10]`` (channels last) and ``label`` float64 one-hot
+    ``[N, 17]``. Band ``c`` of sample ``i`` holds ``i + (c + 1) / 100``."""
+    import h5py
+
+    n = len(labels)
+    bands = (np.arange(10) + 1) / 100.0
+    sen2 = np.arange(n, dtype=np.float64)[:, None, None, None] + bands
+    sen2 = np.broadcast_to(sen2, (n, SIZE, SIZE, 10)).copy()
+    onehot = np.eye(17, dtype=np.float64)[list(labels)]
+    for split in SPLITS:
+        with h5py.File(root / f"lcz_{split}.h5", "w") as f:
+            f.create_dataset("sen2", data=sen2)
+            f.create_dataset("label", data=onehot)
+
+
+def test_lcz_s2_from_hdf5(tmp_path: Path) -> None:
+    pytest.importorskip("h5py")
+    write_lcz(tmp_path)
+    ds = CopernicusBench("lcz_s2", tmp_path, split="val")
+    assert len(ds) == 3 and ds.sensor == "sentinel-2-l1c" and ds.classes == TASKS["lcz_s2"].classes
+    registry = get_sensor("sentinel-2-l1c")
+    expected_bands = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+    assert ds.bands == expected_bands
+    assert all(registry.band(b).name == b for b in ds.bands)
+    sample = ds[1]
+    image = sample["image"]
+    assert image.dtype == torch.float32 and image.shape == (10, SIZE, SIZE)  # channels first
+    assert sample["bands"] == expected_bands
+    np.testing.assert_allclose(image[:, 3, 5].numpy(), 1 + (np.arange(10) + 1) / 100, rtol=1e-6)
+    labels = [int(ds[i]["label"]) for i in range(len(ds))]
+    assert labels == [16, 0, 9] and all(0 <= k < len(ds.classes) for k in labels)
+    assert sample["label"].dtype == torch.int64 and sample["label"].ndim == 0
+    assert ds.classes[16] == "Water" and sample["gsd"] == 10.0 and sample["task"] == "lcz_s2"
+    for key in ("lon", "lat", "time"):  # So2Sat patches carry no coordinates or dates
+        assert math.isnan(sample[key])
+    picked = CopernicusBench("lcz_s2", tmp_path, bands=("nir08", "red"))
+    assert picked.bands == ("B8A", "B04")
+    assert picked[0]["image"][:, 0, 0].tolist() == pytest.approx([0.08, 0.03])
+    with pytest.raises(UnknownBandError, match="has no band B01"):
+        CopernicusBench("lcz_s2", tmp_path, bands=("B01",))
+    batch = next(iter(DataLoader(ds, batch_size=3, collate_fn=collate)))
+    assert batch["image"].shape == (3, 10, SIZE, SIZE) and batch["lon"].isnan().all()
+
+    hub = tmp_path / "bench"
+    shutil.copytree(tmp_path, hub / "l3_lcz_s2", ignore=shutil.ignore_patterns("bench"))
+    assert CopernicusBench("lcz_s2", hub, split="test").root == hub / "l3_lcz_s2"
+
+
+def test_lcz_missing_file_or_h5py(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(DataLayoutError, match=re.escape("split file lcz_train.h5 not found")):
+        CopernicusBench("lcz_s2", tmp_path)
+    (tmp_path / "lcz_train.h5").write_bytes(b"not hdf5")
+    with pytest.raises(DataLayoutError) as err:
+        CopernicusBench("lcz_s2", tmp_path)
+    assert f"cannot read {tmp_path / 'lcz_train.h5'}:" in _one_line(err)
+
+    real_find_spec = importlib.util.find_spec
+
+    def no_h5py(name: str, *args: Any, **kwargs: Any) -> Any:
+        return None if name == "h5py" else real_find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", no_h5py)
+    with pytest.raises(UserInputError) as err:
+        CopernicusBench("lcz_s2", tmp_path)
+    assert "needs the Python package h5py: pip install h5py" in _one_line(err)
 
 
 def test_layout_errors_name_the_file_and_where(root: Path, tmp_path: Path) -> None:
