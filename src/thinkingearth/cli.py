@@ -147,7 +147,10 @@ def predict(
         typer.Option("--model", help="threshold: Otsu on Sentinel-1 VV, needs no training."),
     ] = None,
     weights: Annotated[
-        Path | None, typer.Option("--weights", help="Trained task weights (not supported yet).")
+        Path | None,
+        typer.Option(
+            "--weights", help="Trained task checkpoint (.safetensors with its .json, save_task)."
+        ),
     ] = None,
     bands: Annotated[
         str | None,
@@ -193,18 +196,28 @@ def predict(
             f"unknown --sar-units {sar_units!r}; expected one of: {', '.join(SAR_UNITS)}"
         )
     if weights is not None:
-        raise UserInputError(
-            "--weights: loading trained task weights is not supported yet; only --model "
-            "threshold (flood, water) is available for now"
-        )
-    if model is None and task in ("flood", "water"):
-        model = "threshold"
-    if model != "threshold":
-        what = f"unknown --model {model!r}" if model else f"--task {task} needs trained --weights"
-        raise UserInputError(f"{what}; only --model threshold (flood, water) is available for now")
-    from thinkingearth.infer.threshold import threshold_model
+        if model is not None:
+            raise UserInputError("give --model or --weights, not both")
+        from thinkingearth.infer.task_model import load_task
 
-    scene_model = threshold_model(task)  # type: ignore[arg-type]
+        scene_model = load_task(weights)
+        if scene_model.task != task:
+            raise UserInputError(
+                f"--weights {weights} holds a {scene_model.task} model; it cannot map --task {task}"
+            )
+    else:
+        if model is None and task in ("flood", "water"):
+            model = "threshold"
+        if model != "threshold":
+            what = (
+                f"unknown --model {model!r}" if model else f"--task {task} needs trained --weights"
+            )
+            raise UserInputError(
+                f"{what}; --model threshold (flood, water) or --weights CHECKPOINT.safetensors"
+            )
+        from thinkingearth.infer.threshold import threshold_model
+
+        scene_model = threshold_model(task)  # type: ignore[arg-type]
     changes = {
         k: v
         for k, v in (("tile", tile), ("overlap", overlap), ("batch_size", batch_size))

@@ -53,7 +53,7 @@ def test_user_errors_are_one_line_exit_2_and_leave_nothing(
     out = str(tmp_path / "o" / "x.tif")
     flood = ["predict", "--task", "flood", "--pre", pre, "--post", post]
     cases = [
-        ([*flood, "--out", out, "--weights", "w.safetensors"], "only --model threshold"),
+        ([*flood, "--out", out, "--weights", "w.safetensors"], "missing w.json"),
         ([*flood, "--out", post], "is also an input"),
         (
             ["predict", "--task", "landcover", "--image", post, "--out", out],

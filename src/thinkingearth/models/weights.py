@@ -43,6 +43,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from thinkingearth.errors import UserInputError
+from thinkingearth.fileio import atomic_file
 from thinkingearth.models.encoder import Encoder, EncoderConfig, Precision
 from thinkingearth.models.int8 import require_onnxruntime
 
@@ -178,14 +179,17 @@ def save(encoder: Encoder, path: str | Path) -> Path:
     keys = sorted(encoder.language_table)
     if keys:
         tensors[_TABLE_KEY] = torch.stack([encoder.language_table[k] for k in keys])
-    save_file(tensors, str(tensors_path), metadata={"format": FORMAT})
+    # Tensors first, the JSON that names them last, each complete or absent (no half files).
+    with atomic_file(tensors_path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT})
     header = {
         "format": FORMAT,
         "format_version": _FORMAT_VERSION,
         "config": encoder.config.to_dict(),
         "language_keys": keys,
     }
-    config_path.write_text(json.dumps(header, indent=2) + "\n")
+    with atomic_file(config_path) as tmp:
+        tmp.write_text(json.dumps(header, indent=2) + "\n", encoding="utf-8")
     return tensors_path
 
 

@@ -16,6 +16,8 @@ _LAZY: dict[str, str] = {
     "Protocol": "thinkingearth.tasks.protocols",
     "TaskModule": "thinkingearth.tasks.protocols",
     "label_fraction_indices": "thinkingearth.tasks.protocols",
+    "save_task": "thinkingearth.tasks.checkpoint",
+    "load_task_module": "thinkingearth.tasks.checkpoint",
 }
 
 

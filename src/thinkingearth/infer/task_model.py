@@ -1,0 +1,114 @@
+"""A trained task checkpoint as a :class:`~thinkingearth.infer.model.SceneModel`.
+
+:func:`load_task` reads a checkpoint written by
+:func:`thinkingearth.tasks.checkpoint.save_task` (safetensors + JSON, nothing unpickled),
+rebuilds the task module and wraps it: the scene predictor hands it tiles ``[B, T, C, h, w]`` in
+stored units (SAR as linear sigma0, no-data pixels as NaN); the network normalises them with the
+stored :class:`~thinkingearth.data.transforms.Normaliser` (exactly as in training: registry
+statistics, SAR in dB, no-data to 0), runs the module and returns softmax probabilities
+``[B, K, h, w]``.
+
+The writer lives with the tasks (:mod:`thinkingearth.tasks.checkpoint`); this adapter lives
+here because the data flow runs one way, tasks → infer.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from thinkingearth.data.transforms import Normaliser
+from thinkingearth.infer.model import TASK_CLASSES, TASKS, SceneModel
+from thinkingearth.tasks.checkpoint import TaskCheckpoint, load_task_module
+from thinkingearth.tasks.segmentation import SegmentationTask
+from thinkingearth.viz import LANDCOVER_COLOURS
+
+__all__ = ["TaskNetwork", "load_task"]
+
+
+class TaskNetwork(nn.Module):
+    """``[B, T, C, h, w]`` raw stored values → normalise → task module → probabilities.
+
+    Args:
+        module: The task module (segmentation takes ``T = 1``, change detection ``T >= 2``).
+        normaliser: The normalisation it was trained with.
+        sensor: Registry sensor name of the inputs.
+        bands: Band names of the ``C`` channels.
+        change: True for a change-detection module (keeps the time axis).
+    """
+
+    def __init__(
+        self,
+        module: SegmentationTask,
+        normaliser: Normaliser,
+        sensor: str,
+        bands: tuple[str, ...],
+        change: bool,
+    ) -> None:
+        """Keep the module and what normalises its inputs."""
+        super().__init__()
+        self.module = module
+        self.normaliser = normaliser
+        self.sensor = sensor
+        self.bands = bands
+        self.change = change
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class probabilities ``[B, K, h, w]``."""
+        if x.ndim != 5:
+            raise ValueError(f"expected tiles [B, T, C, h, w]; got {tuple(x.shape)}")
+        image = self.normaliser(x, self.sensor, self.bands)
+        if not self.change:
+            image = image[:, -1]
+        batch = {"image": image, "bands": list(self.bands), "sensor": self.sensor}
+        return torch.softmax(self.module(batch).float(), dim=1)
+
+
+def _colours(task: str, classes: tuple[str, ...]) -> tuple[str, ...]:
+    names, colours = TASK_CLASSES[task]
+    if tuple(classes) == tuple(names):
+        return tuple(colours)
+    palette = LANDCOVER_COLOURS
+    return tuple(palette[i % len(palette)] for i in range(len(classes)))
+
+
+def load_task(path: str | Path, *, overlap: int | None = None) -> SceneModel:
+    """Load a task checkpoint as a :class:`SceneModel` for :func:`predict_scene`.
+
+    Args:
+        path: ``<path>.safetensors`` or ``<path>.json`` (or the path without suffix).
+        overlap: Tile overlap in pixels (default: an eighth of the stored tile).
+
+    Raises:
+        UserInputError: (a :class:`~thinkingearth.models.weights.CheckpointFormatError`) for a
+            missing, damaged or foreign file, one line.
+    """
+    ckpt: TaskCheckpoint = load_task_module(path)
+    if ckpt.task not in TASKS:
+        from thinkingearth.models.weights import CheckpointFormatError
+
+        raise CheckpointFormatError(
+            f"{ckpt.path}: unknown task {ckpt.task!r}; expected one of: {', '.join(TASKS)}"
+        )
+    change = ckpt.acquisitions > 1
+    network = TaskNetwork(ckpt.module, ckpt.normaliser, ckpt.sensor, ckpt.bands, change)
+    steps = tuple(range(2, ckpt.acquisitions + 1)) if change else (1,)
+    return SceneModel(
+        network=network,
+        task=ckpt.task,  # type: ignore[arg-type]
+        classes=ckpt.classes,
+        colours=_colours(ckpt.task, ckpt.classes),
+        sensor=ckpt.sensor,
+        bands=ckpt.bands,
+        steps=steps,
+        tile=ckpt.tile,
+        overlap=ckpt.tile // 8 if overlap is None else overlap,
+        sar_units="linear",
+        outputs="probabilities",
+        fill=(math.nan,) * len(ckpt.bands),
+        name=ckpt.path.stem,
+        tags={"WEIGHTS": ckpt.path.name},
+    )
