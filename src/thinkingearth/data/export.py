@@ -54,7 +54,6 @@ __all__ = ["FORMATS", "ExportFormat", "corine_labels", "export_world", "split_of
 ExportFormat = Literal["kurosiwo", "bigearthnet", "native"]
 FORMATS: tuple[str, ...] = get_args(ExportFormat)
 _DEFAULT_SIZE = {"kurosiwo": 224, "bigearthnet": 120, "native": 256}
-_WEB_MERCATOR_RADIUS = 6378137.0
 _EXPORT_STREAM = 7  # scenes on disk come from their own stream, apart from in-memory splits
 
 
@@ -97,17 +96,15 @@ def corine_labels(scene: SyntheticScene) -> list[str]:
     return sorted(set(labels))
 
 
-def _web_mercator(lon: float, lat: float) -> tuple[float, float]:
-    x = _WEB_MERCATOR_RADIUS * math.radians(lon)
-    y = _WEB_MERCATOR_RADIUS * math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
-    return x, y
+def _project(lon: float, lat: float, crs: str) -> tuple[float, float]:
+    xs, ys = warp_transform("EPSG:4326", crs, [lon], [lat])
+    return float(xs[0]), float(ys[0])
 
 
 def _utm(lon: float, lat: float) -> tuple[str, float, float]:
     zone = int((lon + 180) // 6) + 1
     crs = f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
-    xs, ys = warp_transform("EPSG:4326", crs, [lon], [lat])
-    return crs, float(xs[0]), float(ys[0])
+    return (crs, *_project(lon, lat, crs))
 
 
 def _grid(centre_x: float, centre_y: float, shape: tuple[int, int], gsd: float) -> affine.Affine:
@@ -129,7 +126,7 @@ def _write_kurosiwo(root: Path, scene: SyntheticScene, i: int) -> None:
     actid = events[(i // 10) % len(events)]
     rng = scene_rng(scene.seed, i, stream=_EXPORT_STREAM + 1)
     tile = uuid.UUID(bytes=rng.bytes(16), version=4).hex
-    x, y = _web_mercator(scene.lon, scene.lat)
+    x, y = _project(scene.lon, scene.lat, "EPSG:3857")
     write_kurosiwo_tile(
         root,
         actid=actid,

@@ -45,6 +45,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from torch.utils.data import Dataset
 
+from thinkingearth.data.sample import to_days
 from thinkingearth.errors import UserInputError
 from thinkingearth.sensors import Band, get_bands, get_sensor
 
@@ -876,10 +877,6 @@ class SyntheticCopernicus(Dataset[dict[str, Any]]):
         return self.transforms(sample) if self.transforms is not None else sample
 
 
-def _days(d: date) -> float:
-    return float((d - date(1970, 1, 1)).days)
-
-
 def scene_to_sample(
     scene: SyntheticScene,
     sensor: str,
@@ -890,15 +887,15 @@ def scene_to_sample(
     """Cut a Sample for one sensor and task out of a scene (see :class:`SyntheticCopernicus`)."""
     key = _SENSOR_KEYS[sensor]
     gsd = scene.gsd
-    time: float | torch.Tensor = _days(scene.s2_date)
+    time: float | torch.Tensor = to_days(scene.s2_date)
     if key == "s2":
         image = scene.s2
     elif key == "s1":
         image = scene.s1 if task == "flood" else scene.s1[-1]
         if task == "flood":
-            time = torch.tensor([_days(d) for d in scene.s1_dates], dtype=torch.float64)
+            time = torch.tensor([to_days(d) for d in scene.s1_dates], dtype=torch.float64)
         else:
-            time = _days(scene.s1_dates[-1])
+            time = to_days(scene.s1_dates[-1])
     elif key == "s3":
         image, gsd = scene.s3, 300.0
     elif key == "no2":

@@ -150,12 +150,13 @@ class _VariableInputs:
         return ("variable", self.names, self.llm_keys)
 
 
-def _sincos_2d(grid: int, dim: int) -> Tensor:
-    """Fixed 2-D sine-cosine position embedding ``[grid*grid, dim]`` (MAE style)."""
+def sincos_2d(h: int, w: int, dim: int) -> Tensor:
+    """Fixed 2-D sine-cosine position embedding ``[h*w, dim]`` (MAE style), any grid shape."""
     quarter = dim // 4
-    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
-    coords = torch.arange(grid, dtype=torch.float64)
-    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / max(quarter, 1))
+    yy, xx = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
     parts = []
     for axis in (xx, yy):
         angle = axis.reshape(-1, 1) * omega.reshape(1, -1)
@@ -227,7 +228,7 @@ class Encoder(nn.Module):
         grid = config.img_size // config.patch_size
         self.grid = grid
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
-        pos = torch.cat((torch.zeros(1, d), _sincos_2d(grid, d)), dim=0).unsqueeze(0)
+        pos = torch.cat((torch.zeros(1, d), sincos_2d(grid, grid, d)), dim=0).unsqueeze(0)
         self.pos_embed = nn.Parameter(pos, requires_grad=False)
         norm_layer = partial(nn.LayerNorm, eps=config.norm_eps)
         self.blocks = nn.ModuleList(

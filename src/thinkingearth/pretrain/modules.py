@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from thinkingearth.errors import UserInputError
 from thinkingearth.models import Encoder, create_encoder, load
 from thinkingearth.models.conventions import hypernet_input
-from thinkingearth.models.encoder import SAR_IDENTITIES
+from thinkingearth.models.encoder import SAR_IDENTITIES, sincos_2d
 from thinkingearth.models.hypernet import fourier_features
 from thinkingearth.pretrain.config import EncoderSpec, PretrainConfig
 from thinkingearth.pretrain.losses import (
@@ -119,23 +119,6 @@ class WarmupCosine:
 # ----------------------------------------------------------------------------------------------
 # Heads
 # ----------------------------------------------------------------------------------------------
-
-
-def _sincos_2d(h: int, w: int, dim: int) -> Tensor:
-    """Fixed 2-D sine-cosine position embedding ``[h*w, dim]`` for a non-square grid."""
-    quarter = dim // 4
-    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / max(quarter, 1))
-    yy, xx = torch.meshgrid(
-        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
-    )
-    parts = []
-    for axis in (xx, yy):
-        angle = axis.reshape(-1, 1) * omega.reshape(1, -1)
-        parts += [angle.sin(), angle.cos()]
-    out = torch.cat(parts, dim=1)
-    if out.shape[1] < dim:
-        out = torch.cat((out, out.new_zeros(out.shape[0], dim - out.shape[1])), dim=1)
-    return out.to(torch.float32)
 
 
 class BandCoder(nn.Module):
@@ -263,7 +246,7 @@ class MAEDecoder(nn.Module):
         fill = self.mask_token.expand(b, n - visible.shape[1], -1)
         patches = torch.cat((visible, fill), dim=1)
         patches = torch.gather(patches, 1, ids_restore.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-        pos = _sincos_2d(grid[0], grid[1], x.shape[-1]).to(x.device, x.dtype)
+        pos = sincos_2d(grid[0], grid[1], x.shape[-1]).to(x.device, x.dtype)
         x = torch.cat((x[:, :1], patches + pos), dim=1)
         for block in self.blocks:
             x = block(x)
