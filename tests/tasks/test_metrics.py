@@ -15,6 +15,7 @@ from thinkingearth.tasks.metrics import (
     classification_metrics,
     compute,
     flood_metrics,
+    multilabel_map,
     regression_metrics,
     segmentation_metrics,
     to_dict,
@@ -160,3 +161,30 @@ def test_factory_arguments_are_checked() -> None:
         segmentation_metrics(3, 255, ("a", "b"))
     with pytest.raises(UserInputError, match="ignore_index"):
         segmentation_metrics(3, 2.5)  # type: ignore[arg-type]
+
+
+def test_map_leaves_out_labels_absent_from_the_targets_and_counts_them() -> None:
+    # Label "snow" has no positive sample: its AP is undefined. torchmetrics' macro average
+    # counts it as 0 ((1 + 5/6 + 0) / 3); the one definition leaves it out and says so.
+    target = torch.tensor([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 0]])
+    scores = torch.tensor([[0.9, 0.2, 0.3], [0.3, 0.8, 0.1], [0.6, 0.4, 0.7], [0.1, 0.7, 0.2]])
+    metrics = classification_metrics(3, multilabel=True, class_names=("crops", "water", "snow"))
+    metrics.update(scores[:2], target[:2])  # batches accumulate: the count is over the split
+    metrics.update(scores[2:], target[2:])
+    values = compute(metrics)
+    assert values["map"] == pytest.approx((1.0 + 5 / 6) / 2)
+    assert values["map_classes_absent"] == 1
+    assert multilabel_map(scores, target) == (pytest.approx((1.0 + 5 / 6) / 2), 1)
+    # Every label present: nothing left out; the prefix of a cloned collection applies.
+    present = classification_metrics(2, multilabel=True).clone(prefix="val/")
+    present.update(scores[:, :2], target[:, :2])
+    values = compute(present)
+    assert values["val/map"] == pytest.approx((1.0 + 5 / 6) / 2)
+    assert values["val/map_classes_absent"] == 0
+    # A label whose only positive is ignored is absent too; no label present gives NaN.
+    ignored = target.clone()
+    ignored[0, 0] = ignored[2, 0] = 255
+    value, absent = multilabel_map(scores, ignored, ignore_index=255)
+    assert absent == 2 and value == pytest.approx(5 / 6)
+    value, absent = multilabel_map(scores, torch.zeros_like(target))
+    assert absent == 3 and math.isnan(value)

@@ -11,10 +11,17 @@ runs on many tasks:
    ``scipy.stats.trim_mean(x, 0.25)``) of its normalised scores over tasks × seeds;
 3. a 95 % interval from a seeded stratified bootstrap: seeds are resampled with replacement
    within each task, 2000 times, and the 2.5th and 97.5th percentiles of the IQM are reported.
+   With one seed per task there is nothing to resample (every draw is the same run, the
+   interval would read ``[x, x]``): the interval is NaN and the tables say ``n = 1``.
 
 A model that cannot do some tasks is scored over the tasks it did (the ``tasks`` column says how
-many). When a model ran several protocols on one task, each protocol is its own entry
-(``model (protocol)``).
+many, and the aggregate table names the tasks each model lacks when the sets differ: averages
+over different task sets are not directly comparable). When a model ran several protocols on one
+task, each protocol is its own entry (``model (protocol)``).
+
+Per task, a cell from a single run shows its value with ``n = 1`` rather than ``± 0``: one seed
+has no spread. Where a task reports ``map_classes_absent`` (classes with no positive test sample,
+left out of the mAP; :mod:`thinkingearth.tasks.metrics`), its table says how many were left out.
 
 Reference:
     Agarwal, Schwarzer, Castro, Courville, Bellemare. "Deep Reinforcement Learning at the Edge of
@@ -120,7 +127,18 @@ def normalised_scores(
 
 @dataclass(frozen=True)
 class AggregateScore:
-    """Aggregate of one entry at one label fraction."""
+    """Aggregate of one entry at one label fraction.
+
+    Attributes:
+        entry: Model name (``model (protocol)`` where a model ran several protocols).
+        fraction: Label fraction.
+        iqm: Interquartile mean of the normalised scores.
+        low: 2.5th bootstrap percentile; NaN with one run per task (no interval).
+        high: 97.5th bootstrap percentile; NaN with one run per task.
+        runs: Finished runs aggregated.
+        tasks: Number of tasks scored.
+        task_names: The tasks scored, sorted.
+    """
 
     entry: str
     fraction: str
@@ -129,6 +147,12 @@ class AggregateScore:
     high: float
     runs: int
     tasks: int
+    task_names: tuple[str, ...] = ()
+
+    @property
+    def single_run(self) -> bool:
+        """One run per task: no bootstrap interval (``n = 1``)."""
+        return self.runs == self.tasks
 
 
 def aggregate(
@@ -140,7 +164,8 @@ def aggregate(
     """IQM of normalised scores with a stratified-bootstrap 95 % interval (module docstring).
 
     Returns:
-        One score per (entry, fraction), best first within each fraction.
+        One score per (entry, fraction), best first within each fraction; ``low`` and ``high``
+        are NaN where every task has one run (a bootstrap of single runs is degenerate).
     """
     scores = normalised_scores(rows, tasks)
     grouped: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -152,11 +177,23 @@ def aggregate(
         strata = [np.asarray(v) for v in per_task.values()]
         flat = np.concatenate(strata)
         iqm = interquartile_mean(flat.tolist())
-        resampled = [s[rng.integers(0, s.size, (samples, s.size))] for s in strata]
-        boot = trim_mean(np.concatenate(resampled, axis=1), 0.25, axis=1)
-        low, high = np.percentile(boot, [2.5, 97.5])
+        if flat.size == len(strata):
+            low = high = math.nan
+        else:
+            resampled = [s[rng.integers(0, s.size, (samples, s.size))] for s in strata]
+            boot = trim_mean(np.concatenate(resampled, axis=1), 0.25, axis=1)
+            low, high = (float(p) for p in np.percentile(boot, [2.5, 97.5]))
         out.append(
-            AggregateScore(entry, fraction, iqm, float(low), float(high), flat.size, len(strata))
+            AggregateScore(
+                entry,
+                fraction,
+                iqm,
+                low,
+                high,
+                flat.size,
+                len(strata),
+                tuple(sorted(per_task)),
+            )
         )
     out.sort(key=lambda a: (_float(a.fraction), -a.iqm))
     return out
@@ -167,7 +204,8 @@ def summarise(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list
 
     Returns:
         Dicts with ``task``, ``model``, ``protocol``, ``fraction``, ``seeds`` and, per metric
-        (and the cost columns), ``<name>`` (mean) and ``<name>_std``.
+        (and the cost columns), ``<name>`` (mean) and ``<name>_std`` (NaN from fewer than two
+        values: one seed has no spread).
     """
     groups: dict[tuple[str, str, str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for r in _ok(rows):
@@ -187,7 +225,7 @@ def summarise(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list
             values = np.array([_float(r.get(name)) for r in members], dtype=np.float64)
             values = values[np.isfinite(values)]
             item[name] = float(values.mean()) if values.size else math.nan
-            item[f"{name}_std"] = float(values.std(ddof=1)) if values.size > 1 else 0.0
+            item[f"{name}_std"] = float(values.std(ddof=1)) if values.size > 1 else math.nan
         out.append(item)
     return out
 
@@ -231,7 +269,8 @@ def _plot_tasks(
                 if match:
                     xs.append(i + (j - (len(fractions) - 1) / 2) * width)
                     ys.append(match[0]["primary"])
-                    es.append(match[0]["primary_std"])
+                    std = match[0]["primary_std"]
+                    es.append(std if math.isfinite(std) else 0.0)  # one seed: no bar
             label = f"{float(fraction):.0%} labels" if len(fractions) > 1 else None
             ax.bar(xs, ys, width * 0.9, yerr=es, capsize=3, label=label)
         ax.set_xticks(range(len(entries)))
@@ -265,7 +304,9 @@ def _plot_aggregate(
         items = [s for s in scores if s.fraction == fraction][::-1]
         ys = np.arange(len(items))
         iqm = np.array([s.iqm for s in items])
-        err = np.array([[s.iqm - s.low for s in items], [s.high - s.iqm for s in items]])
+        err = np.nan_to_num(  # one run per task: no interval, no bar
+            np.array([[s.iqm - s.low for s in items], [s.high - s.iqm for s in items]])
+        )
         ax.barh(ys, iqm, xerr=err, capsize=3, color="#4c72b0")
         ax.set_yticks(ys)
         ax.set_yticklabels([_label(s.entry, labels) for s in items], fontsize=8)
@@ -297,14 +338,40 @@ def _count(value: float) -> str:
     return f"{value / 1e6:.2f} M" if value >= 1e5 else f"{value / 1e3:.1f} k"
 
 
+def _spread(mean: float, std: float, seeds: int, bold: bool = False) -> str:
+    """``mean ± std``; a single run shows its value (with ``n = 1`` when ``bold``)."""
+    value = f"**{_fmt(mean)}**" if bold else _fmt(mean)
+    if seeds < 2:
+        return f"{value} (n = 1)" if bold else value
+    return f"{value} ± {_fmt(std)}"
+
+
+def _classes_left_out(rows: Sequence[Mapping[str, Any]], task: TaskSpec) -> str | None:
+    """The sentence saying how many classes the task's mAP left out, if it left any out."""
+    values = {_float(r.get("map_classes_absent")) for r in rows}
+    counts = sorted(int(v) for v in values if math.isfinite(v))
+    if not counts or counts[-1] == 0:
+        return None
+    n = str(counts[0]) if counts[0] == counts[-1] else f"{counts[0]}–{counts[-1]}"
+    return (
+        f"mAP leaves out {n} of {task.num_classes} classes: they have no positive sample in the "
+        "test split, so their average precision is undefined."
+    )
+
+
 def results_table(
     rows: Sequence[Mapping[str, Any]], suite: Suite, labels: Mapping[str, str] | None = None
 ) -> str:
-    """Markdown tables of the results, one per task: mean ± std over seeds and the costs."""
+    """Markdown tables of the results, one per task: mean ± std over seeds and the costs.
+
+    A single run shows its value and ``n = 1``; a task whose mAP left classes out (no positive
+    test sample) says how many below its table.
+    """
     labels = labels or {}
     parts = []
     for task in suite.tasks:
-        summary = summarise([r for r in rows if r["task"] == task.name], task.shown)
+        task_rows = [r for r in _ok(rows) if r["task"] == task.name]
+        summary = summarise(task_rows, task.shown)
         if not summary:
             continue
         arrow = "↑" if task.higher_is_better else "↓"
@@ -337,8 +404,8 @@ def results_table(
                 _label(s["model"], labels),
                 s["protocol"],
                 f"{float(s['fraction']):.0%}",
-                f"**{_fmt(s['primary'])}** ± {_fmt(s['primary_std'])}",
-                *[f"{_fmt(s[m])} ± {_fmt(s[m + '_std'])}" for m in task.shown],
+                _spread(s["primary"], s["primary_std"], s["seeds"], bold=True),
+                *[_spread(s[m], s[m + "_std"], s["seeds"]) for m in task.shown],
                 _fmt(s["train_seconds"], 1),
                 _fmt(s["inference_ips"], 0),
                 f"{_count(s['params'])} ({_count(s['trainable_params'])})",
@@ -346,24 +413,65 @@ def results_table(
                 str(s["seeds"]),
             ]
             lines.append("| " + " | ".join(cells) + " |")
+        left_out = _classes_left_out(task_rows, task)
+        if left_out:
+            lines += ["", left_out]
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
+
+
+def _missing_tasks(scores: Sequence[AggregateScore]) -> list[tuple[AggregateScore, list[str]]]:
+    """Per score, the tasks other entries at its label fraction were scored on and it was not."""
+    union: dict[str, set[str]] = defaultdict(set)
+    for s in scores:
+        union[s.fraction].update(s.task_names)
+    out = []
+    for s in scores:
+        missing = sorted(union[s.fraction] - set(s.task_names))
+        if missing:
+            out.append((s, missing))
+    return out
 
 
 def aggregate_table(
     scores: Sequence[AggregateScore], labels: Mapping[str, str] | None = None
 ) -> str:
-    """Markdown table of the aggregate scores."""
+    """Markdown table of the aggregate scores, with notes on single runs and task sets.
+
+    An entry with one run per task shows ``n = 1`` instead of an interval; where entries were
+    scored on different task sets, a note names the tasks each one lacks.
+    """
     labels = labels or {}
     lines = [
         "| model | labels | IQM | 95 % CI | runs | tasks |",
         "|---|---|---|---|---|---|",
     ]
     for s in scores:
+        interval = "n = 1" if s.single_run else f"[{_fmt(s.low)}, {_fmt(s.high)}]"
         lines.append(
             f"| {_label(s.entry, labels)} | {float(s.fraction):.0%} | **{_fmt(s.iqm)}** | "
-            f"[{_fmt(s.low)}, {_fmt(s.high)}] | {s.runs} | {s.tasks} |"
+            f"{interval} | {s.runs} | {s.tasks} |"
         )
+    if any(s.single_run for s in scores):
+        lines += [
+            "",
+            "n = 1: one seed per task, so there is no interval (a bootstrap over single runs "
+            "would only repeat the score); run more seeds (`--seeds`) for one.",
+        ]
+    missing = _missing_tasks(scores)
+    if missing:
+        several = len({s.fraction for s in scores}) > 1
+        notes = [
+            f"{_label(s.entry, labels)}"
+            + (f" ({float(s.fraction):.0%} labels)" if several else "")
+            + f": not scored on {', '.join(tasks)}"
+            for s, tasks in missing
+        ]
+        lines += [
+            "",
+            "Models were scored on different task sets, so their aggregates average over "
+            "different tasks and do not compare directly: " + "; ".join(notes) + ".",
+        ]
     return "\n".join(lines)
 
 
@@ -431,15 +539,15 @@ def write_report(
         "",
         "Per task, each run's primary metric is min-max normalised across all runs (1 = best, "
         "0 = worst; RMSE inverted); per model, the interquartile mean over tasks × seeds with a "
-        "stratified bootstrap 95 % interval (Agarwal et al. 2021). Models that cannot do a task "
-        "are scored over the tasks they did.",
+        "stratified bootstrap 95 % interval (Agarwal et al. 2021; none from one seed per task: "
+        "n = 1). Models that cannot do a task are scored over the tasks they did.",
         "",
         aggregate_table(scores, labels) if scores else "No finished runs.",
         "",
     ]
     if has_aggregate:
         lines += ["![aggregate](aggregate.png)", ""]
-    lines += ["## Per task", "", "Test split, mean ± std over seeds.", ""]
+    lines += ["## Per task", "", "Test split, mean ± std over seeds (n = 1: a single run).", ""]
     if has_tasks:
         lines += ["![per task](per_task.png)", ""]
     lines += [results_table(ok, suite, labels), ""]

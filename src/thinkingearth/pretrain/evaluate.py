@@ -6,7 +6,8 @@ training only a small head on frozen features:
 * **multi-label land cover, linear probe** (Sentinel-2 L2A): pooled features, standardised on
   the probe's training set, and one logistic regression per class (full batch, AdamW, fixed
   steps); the score is the macro mean average precision (mAP) over the classes present in the
-  test set;
+  test set, as :func:`thinkingearth.tasks.metrics.multilabel_map` defines it for the whole
+  project (``multilabel_map_classes_absent`` says how many classes it left out);
 * **flood change segmentation, frozen encoder** (Sentinel-1 GRD, Kuro Siwo labels): the last
   block's patch features of the pre-event (SL1) and post-event (MS1) images, concatenated with
   their difference, a two-layer 1x1-convolution head, logits upsampled bilinearly to pixels,
@@ -28,12 +29,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassJaccardIndex, MultilabelAveragePrecision
+from torchmetrics.classification import MulticlassJaccardIndex
 
 from thinkingearth.data.sample import collate
 from thinkingearth.data.synthetic import FLOOD_IGNORE_INDEX, LANDCOVER_CLASSES, SyntheticCopernicus
 from thinkingearth.models import Encoder
 from thinkingearth.pretrain.transforms import Normaliser
+from thinkingearth.tasks.metrics import multilabel_map
 
 __all__ = ["ProbeSuite"]
 
@@ -134,8 +136,8 @@ class ProbeSuite:
 
     # -- probes --------------------------------------------------------------------------------
 
-    def multilabel_map(self, encoder: Encoder, seed: int = 0) -> float:
-        """Linear-probe macro mAP of multi-label land cover (classes present in the test set)."""
+    def multilabel_scores(self, encoder: Encoder, seed: int = 0) -> tuple[Tensor, Tensor]:
+        """Train the land-cover linear probe; its test ``(probabilities [N, K], targets [N, K])``."""
         self.prepare()
         train, test = self._data["ml_val"], self._data["ml_test"]
         x_train, x_test = self._pooled(encoder, train), self._pooled(encoder, test)
@@ -155,11 +157,14 @@ class ProbeSuite:
             optimiser.step()
         with torch.no_grad():
             scores = torch.sigmoid(head(x_test))
-        target = test.target.long()
-        present = target.sum(0) > 0
-        metric = MultilabelAveragePrecision(num_labels=len(LANDCOVER_CLASSES), average=None)
-        per_class = metric(scores, target)
-        return float(per_class[present].mean())
+        return scores, test.target.long()
+
+    def _multilabel(self, encoder: Encoder, seed: int) -> tuple[float, int]:
+        return multilabel_map(*self.multilabel_scores(encoder, seed))
+
+    def multilabel_map(self, encoder: Encoder, seed: int = 0) -> float:
+        """Linear-probe macro mAP of multi-label land cover (classes present in the test set)."""
+        return self._multilabel(encoder, seed)[0]
 
     def flood_miou(self, encoder: Encoder, seed: int = 0) -> float:
         """Frozen-encoder flood change segmentation mIoU (no water, permanent water, flood)."""
@@ -196,12 +201,16 @@ class ProbeSuite:
         return float(metric(logits.argmax(1), test.target))
 
     def evaluate(self, encoder: Encoder, seed: int = 0) -> dict[str, float]:
-        """Both probes: ``{"multilabel_map": ..., "flood_miou": ...}``."""
+        """Both probes: ``{"multilabel_map": ..., "multilabel_map_classes_absent": ...,
+        "flood_miou": ...}`` (the middle one: land-cover classes without a positive test sample,
+        left out of the mAP)."""
         was_training = encoder.training
         encoder.eval()
         try:
+            value, absent = self._multilabel(encoder, seed)
             return {
-                "multilabel_map": self.multilabel_map(encoder, seed),
+                "multilabel_map": value,
+                "multilabel_map_classes_absent": float(absent),
                 "flood_miou": self.flood_miou(encoder, seed),
             }
         finally:

@@ -5,8 +5,9 @@ Factories (each returns a :class:`torchmetrics.MetricCollection`; call ``update(
 per batch and :func:`compute` at the end):
 
 * :func:`classification_metrics`: ``oa`` (overall accuracy), ``f1_macro``, ``f1_micro`` and per-class
-  ``f1``, ``precision``, ``recall``; multi-label adds ``map`` (macro mean average precision) and
-  ``map_micro``, and ``oa`` becomes the accuracy over all (sample, label) decisions;
+  ``f1``, ``precision``, ``recall``; multi-label adds ``map`` (macro mean average precision over
+  the labels present in the targets, see below), ``map_classes_absent`` and ``map_micro``, and
+  ``oa`` becomes the accuracy over all (sample, label) decisions;
 * :func:`segmentation_metrics`: ``oa``, ``miou``, ``f1_macro`` and per-class ``iou``, ``f1``,
   ``precision``, ``recall`` over pixels;
 * :func:`flood_metrics`: segmentation metrics for Kuro Siwo's classes (0 no water, 1 permanent
@@ -20,12 +21,20 @@ index count nowhere. Per-class values follow torchmetrics 1.x: a class absent fr
 predictions reads 0 but is left out of the macro averages (``miou``, ``f1_macro``).
 :func:`to_dict` flattens per-class tensors to keys such as ``iou/flood`` (class names lower-case,
 spaces as ``_``).
+
+mAP has one definition in the project (:class:`MultilabelMAP`, :func:`multilabel_map`): the mean
+of the per-label average precision over the labels with at least one positive (non-ignored)
+target in the evaluated split. A label without positives has no defined AP (recall is 0/0);
+torchmetrics' ``average="macro"`` counts it as 0, which punishes every model for the split
+rather than for its predictions. Such labels are left out, and ``map_classes_absent`` says how
+many were; with no label present ``map`` is NaN.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -50,12 +59,15 @@ from thinkingearth.errors import UserInputError
 __all__ = [
     "KURO_SIWO_CLASSES",
     "KURO_SIWO_IGNORE_INDEX",
+    "AbsentLabels",
     "MaskedMAE",
     "MaskedRMSE",
     "MergedF1Score",
+    "MultilabelMAP",
     "classification_metrics",
     "compute",
     "flood_metrics",
+    "multilabel_map",
     "regression_metrics",
     "segmentation_metrics",
     "to_dict",
@@ -190,6 +202,103 @@ class MaskedMAE(_MaskedError):
         return self.total / self.count
 
 
+def _positives(target: Tensor, ignore_index: int | None) -> Tensor:
+    """Positive targets per label ``[K]`` of a multi-hot ``[N, K]`` batch, ignored entries out."""
+    positive = target == 1
+    if ignore_index is not None:
+        positive &= target != ignore_index
+    return positive.reshape(-1, target.shape[-1]).sum(dim=0)
+
+
+class AbsentLabels(Metric):
+    """Number of labels with no positive (non-ignored) target: those :class:`MultilabelMAP`
+    leaves out of its mean (``map_classes_absent``)."""
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+    positives: Tensor
+
+    def __init__(self, num_labels: int, ignore_index: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_labels = int(num_labels)
+        self.ignore_index = ignore_index
+        self.add_state(
+            "positives",
+            default=torch.zeros(self.num_labels, dtype=torch.long),
+            dist_reduce_fx="sum",
+        )
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Count the positive targets of a batch (``preds`` is not used)."""
+        if target.shape[-1] != self.num_labels:
+            raise ValueError(
+                f"target {tuple(target.shape)} must have {self.num_labels} labels last"
+            )
+        self.positives += _positives(target, self.ignore_index).to(self.positives.device)
+
+    def compute(self) -> Tensor:
+        """The number of labels without a positive target."""
+        return (self.positives == 0).sum()
+
+
+class MultilabelMAP(MultilabelAveragePrecision):
+    """Macro mean average precision over the labels present in the targets (module docstring).
+
+    torchmetrics' per-label average precision (exact, no thresholds), averaged over the labels
+    with at least one positive non-ignored target; NaN when there is none.
+
+    Args:
+        num_labels: Number of labels.
+        ignore_index: Target value that counts nowhere.
+    """
+
+    positives: Tensor
+
+    def __init__(self, num_labels: int, ignore_index: int | None = None, **kwargs: Any) -> None:
+        super().__init__(num_labels=num_labels, average="none", ignore_index=ignore_index, **kwargs)
+        self.add_state(
+            "positives",
+            default=torch.zeros(int(num_labels), dtype=torch.long),
+            dist_reduce_fx="sum",
+        )
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Add scores (probabilities or logits) ``[N, K]`` and multi-hot targets ``[N, K]``."""
+        super().update(preds, target)
+        self.positives += _positives(target, self.ignore_index).to(self.positives.device)
+
+    def compute(self) -> Tensor:
+        """The mean AP over the present labels."""
+        present = self.positives > 0
+        if not bool(present.any()):
+            return torch.tensor(math.nan)
+        with warnings.catch_warnings():
+            # absent labels are left out below; torchmetrics' warning about them is moot
+            warnings.filterwarnings("ignore", message="No positive samples found in target")
+            per_label = super().compute()
+        return per_label[present].mean()
+
+
+def multilabel_map(
+    scores: Tensor, target: Tensor, ignore_index: int | None = None
+) -> tuple[float, int]:
+    """Macro mAP of one split, as ``classification_metrics(..., multilabel=True)`` reports it.
+
+    Args:
+        scores: Probabilities or logits ``[N, K]``.
+        target: Multi-hot targets ``[N, K]``.
+        ignore_index: Target value that counts nowhere.
+
+    Returns:
+        ``(map, labels left out)``: the mean AP over the labels with a positive target (NaN when
+        none has one) and the number of labels without one.
+    """
+    metric = MultilabelMAP(int(target.shape[-1]), ignore_index=ignore_index)
+    metric.update(scores, target)
+    return float(metric.compute()), int((metric.positives == 0).sum())
+
+
 def _check_classes(num_classes: int, class_names: Sequence[str] | None) -> tuple[str, ...]:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise UserInputError(f"num_classes must be an integer of at least 2, got {num_classes!r}")
@@ -234,7 +343,8 @@ def classification_metrics(
 
     Returns:
         ``oa``, ``f1_macro``, ``f1_micro``, per-class ``f1``, ``precision``, ``recall``; for
-        multi-label also ``map`` (macro mAP) and ``map_micro``.
+        multi-label also ``map`` (macro mAP over the labels present in the targets),
+        ``map_classes_absent`` (how many labels that mean left out) and ``map_micro``.
     """
     names = _check_classes(num_classes, class_names)
     _check_ignore(ignore_index)
@@ -242,7 +352,8 @@ def classification_metrics(
     if multilabel:
         ml: dict[str, Any] = {"num_labels": num_classes, **common}
         metrics: dict[str, Metric] = {
-            "map": MultilabelAveragePrecision(average="macro", **ml),
+            "map": MultilabelMAP(num_classes, ignore_index=ignore_index),
+            "map_classes_absent": AbsentLabels(num_classes, ignore_index=ignore_index),
             "map_micro": MultilabelAveragePrecision(average="micro", **ml),
             "oa": MultilabelAccuracy(average="micro", **ml),
             "f1_macro": MultilabelF1Score(average="macro", **ml),
