@@ -1,0 +1,60 @@
+"""Data: the Sample contract, the synthetic Copernicus world and the readers of real data sets.
+
+The readers are exported here by name (``from thinkingearth.data import KuroSiwo``); each one
+lives in its format module under :mod:`thinkingearth.data.formats`:
+
+* :class:`KuroSiwo` (:mod:`~thinkingearth.data.formats.kurosiwo`): Kuro Siwo GRD flood mapping;
+* :class:`BigEarthNet` (:mod:`~thinkingearth.data.formats.bigearthnet`): BigEarthNet v1 and v2
+  (reBEN);
+* :class:`Sen1Floods11` (:mod:`~thinkingearth.data.formats.sen1floods11`): hand-labelled chips;
+* :class:`EuroSATMS` (:mod:`~thinkingearth.data.formats.eurosat`): EuroSAT multispectral;
+* :class:`CopernicusBench` (:mod:`~thinkingearth.data.formats.copernicusbench`): the
+  Copernicus-Bench tasks via torchgeo;
+* :class:`SyntheticCopernicus` (:mod:`~thinkingearth.data.synthetic`): the synthetic world.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from thinkingearth.data.formats.bigearthnet import BigEarthNet
+    from thinkingearth.data.formats.copernicusbench import CopernicusBench
+    from thinkingearth.data.formats.eurosat import EuroSATMS
+    from thinkingearth.data.formats.kurosiwo import KuroSiwo
+    from thinkingearth.data.formats.sen1floods11 import Sen1Floods11
+    from thinkingearth.data.synthetic import SyntheticCopernicus
+
+__all__ = [
+    "BigEarthNet",
+    "CopernicusBench",
+    "EuroSATMS",
+    "KuroSiwo",
+    "Sen1Floods11",
+    "SyntheticCopernicus",
+]
+
+# Readers, imported on first use so that ``import thinkingearth.data`` (and the light modules
+# under it, such as ``thinkingearth.data.sample``) pulls in neither rasterio, h5py nor torchgeo.
+_LAZY: dict[str, str] = {
+    "KuroSiwo": "thinkingearth.data.formats.kurosiwo",
+    "BigEarthNet": "thinkingearth.data.formats.bigearthnet",
+    "Sen1Floods11": "thinkingearth.data.formats.sen1floods11",
+    "EuroSATMS": "thinkingearth.data.formats.eurosat",
+    "CopernicusBench": "thinkingearth.data.formats.copernicusbench",
+    "SyntheticCopernicus": "thinkingearth.data.synthetic",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Import a reader lazily (``from thinkingearth.data import KuroSiwo``)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's names, the lazy readers included."""
+    return sorted({*globals(), *__all__})
