@@ -95,7 +95,24 @@ def _seeded_generator(*parts: int) -> torch.Generator:
 class WarmupCosine:
     """Learning-rate factor: linear warm-up, then cosine decay to ``min_ratio`` (or constant).
 
-    A callable object (not a closure) so the scheduler state pickles and checkpoints cleanly.
+    The cosine reaches ``min_ratio`` at ``total``, the run's ``max_steps``. A resumed run whose
+    ``max_steps`` differs calls :meth:`stretch_to` with its new end: from the resume step on, the
+    factor decays along a cosine from the value the schedule had at that step to ``min_ratio``
+    at the new end. The rate is continuous at the resume (no jump for the restored optimiser
+    moments), never rises, and reaches its floor at the new end only. A resume with the same
+    ``max_steps`` changes nothing, so it repeats the uninterrupted run exactly. A run resumed
+    after its old end is already at the floor and stays there (a continuous, non-increasing
+    rate cannot leave it).
+
+    A callable object (not a closure) so the scheduler state pickles and checkpoints cleanly:
+    ``LambdaLR`` saves its ``__dict__`` (plain numbers and a list of tuples, loadable with
+    ``weights_only=True``) and restores it over the one a resumed run builds.
+
+    Args:
+        warmup: Warm-up steps.
+        total: Step at which the cosine reaches ``min_ratio`` (the run's ``max_steps``).
+        min_ratio: Final factor.
+        cosine: Decay after the warm-up; ``False`` keeps the factor at 1.
     """
 
     def __init__(self, warmup: int, total: int, min_ratio: float, cosine: bool = True) -> None:
@@ -104,16 +121,51 @@ class WarmupCosine:
         self.total = int(total)
         self.min_ratio = float(min_ratio)
         self.cosine = bool(cosine)
+        #: ``(step, factor at step, end)`` of each stretch, in order: from ``step`` on, a cosine
+        #: from that factor down to ``min_ratio`` at ``end``.
+        self.stretches: list[tuple[int, float, int]] = []
+
+    @property
+    def end(self) -> int:
+        """The step at which the factor reaches ``min_ratio`` (after any stretch)."""
+        return int(self.stretches[-1][2]) if self.stretches else self.total
+
+    def _decay(self, start_factor: float, progress: float) -> float:
+        progress = min(1.0, max(0.0, progress))
+        span = start_factor - self.min_ratio
+        return self.min_ratio + span * 0.5 * (1 + math.cos(math.pi * progress))
 
     def __call__(self, step: int) -> float:
         """Factor of the peak learning rate at ``step``."""
+        for start, factor, end in reversed(self.stretches):
+            if step >= start:
+                return self._decay(float(factor), (step - start) / max(1, int(end) - start))
         if self.warmup > 0 and step < self.warmup:
             return (step + 1) / self.warmup
         if not self.cosine:
             return 1.0
         span = max(1, self.total - self.warmup)
-        progress = min(1.0, (step - self.warmup) / span)
-        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return self._decay(1.0, (step - self.warmup) / span)
+
+    def stretch_to(self, end: int, step: int) -> None:
+        """Make the schedule end at ``end``, continuing from ``step`` (a resumed run's first).
+
+        Within the warm-up the cosine has not begun, so the schedule simply becomes the one
+        planned for ``end``; after it, a stretch continues from the factor at ``step``. Nothing
+        changes when ``end`` is already the end, or for a constant schedule.
+
+        Raises:
+            ValueError: ``end`` is not after ``step``.
+        """
+        end, step = int(end), int(step)
+        if end == self.end or not self.cosine:
+            return
+        if end <= step:
+            raise ValueError(f"the schedule's new end {end} must come after the resume step {step}")
+        if step < self.warmup and not self.stretches:
+            self.total = end
+            return
+        self.stretches = [*self.stretches, (step, float(self(step)), end)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -357,6 +409,21 @@ class PretrainModule(L.LightningModule):
         if "image" in batch:
             return int(batch["image"].shape[0])
         return int(batch["a"]["image"].shape[0])
+
+    def on_train_start(self) -> None:
+        """Fit the learning-rate schedule restored from a checkpoint to this run's ``max_steps``.
+
+        A resume restores the schedule of the interrupted run (its end included); when
+        ``--max-steps`` changed, the schedule is stretched to the new end from the resume step
+        (:meth:`WarmupCosine.stretch_to`). A fresh run, or a resume with the same
+        ``max_steps``, is left as it is.
+        """
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            schedules = {id(f): f for f in getattr(scheduler, "lr_lambdas", ())}
+            for schedule in schedules.values():
+                if isinstance(schedule, WarmupCosine):
+                    schedule.stretch_to(self.config.trainer.max_steps, self.global_step)
 
     def configure_optimizers(self) -> Any:
         """AdamW (no decay on biases, norms, tokens) with a per-step warm-up/cosine schedule."""

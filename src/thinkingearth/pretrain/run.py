@@ -15,8 +15,13 @@ Output folder ``OUT``::
 data-order position restored; a run that would overwrite checkpoints without ``--resume`` is
 refused, and so is ``--resume`` with no checkpoint or a corrupt one. Augmentations and MAE masks
 are drawn from ``(seed, step, rank)``, so a resumed run repeats exactly what the uninterrupted run
-would have done. A run resumed with a larger ``--max-steps`` keeps its original learning-rate
-schedule (the rate stays at its floor after the original end).
+would have done. A run resumed with a different ``--max-steps`` stretches its learning-rate
+schedule to the new end: from the resume step the rate decays along a cosine from the value it
+had there to its floor (``optim.min_lr_ratio * optim.lr``) at the new ``max_steps``, so it is
+continuous at the resume and reaches the floor only at the new end (the stretch is stored in the
+checkpoint; see :class:`~thinkingearth.pretrain.modules.WarmupCosine`). A run that had already
+reached its old end is at the floor and stays there. With the same ``--max-steps`` the schedule
+is the uninterrupted run's, exactly.
 
 Scaling: ``trainer.devices``/``num_nodes`` with ``strategy: ddp`` run Lightning DDP (gloo on CPU,
 NCCL on GPUs); Lightning starts the processes itself, or joins those of ``torchrun`` or SLURM.
@@ -231,6 +236,18 @@ def run_pretrain(
                 f"{config.trainer.max_steps}; raise --max-steps to train further"
             )
         say(f"[pretrain] resuming from {ckpt_path.name} (step {resumed_from})")
+        planned = saved.get("config", {}).get("trainer", {}).get("max_steps")
+        if planned is not None and planned != config.trainer.max_steps:
+            # the module stretches the restored schedule (PretrainModule.on_train_start)
+            change = f"[pretrain] max_steps {planned} -> {config.trainer.max_steps}"
+            if config.optim.schedule == "cosine":
+                change += (
+                    f": the learning rate decays from its step-{resumed_from} value to its floor "
+                    f"at step {config.trainer.max_steps}"
+                )
+                if resumed_from >= planned:
+                    change += " (the run had reached its floor already; it stays there)"
+            say(change)
     elif found:
         raise UserInputError(
             f"{out} already holds checkpoints (latest {found[-1][1].name}); pass --resume to "
