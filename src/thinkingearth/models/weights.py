@@ -426,10 +426,13 @@ def load(
     precision: Precision = "fp32",
     cache_dir: str | Path | None = None,
 ) -> Encoder:
-    """Load an encoder from a local checkpoint file, recognising its format.
+    """Load an encoder from a checkpoint file, or published weights by name.
 
     Args:
-        path: Our ``.safetensors`` (or its ``.json``), or a published ``.pth``/``.pt``.
+        path: Our ``.safetensors`` (or its ``.json``), or a published ``.pth``/``.pt``; or a
+            published weights name such as ``"copernicusfm_base"`` (when no file of that name
+            exists), resolved, downloaded if allowed and verified by
+            :mod:`thinkingearth.models.published` and then imported from its file as here.
         reference: For Copernicus-FM files: ``"original"`` or ``"torchgeo"`` LayerNorm epsilon;
             ``"auto"`` decides from the file (see the module docstring).
         language_table: The published ``var_embed_llama3.2_1B.pt`` (path or loaded dict), for
@@ -444,16 +447,29 @@ def load(
         The encoder in eval mode.
 
     Raises:
-        UserInputError: A missing file, an unknown format, an unknown precision, or
-            ``"int8"`` without onnxruntime.
+        UserInputError: A missing file that is not a weights name either, an unknown format,
+            an unknown precision, ``"int8"`` without onnxruntime, or (for a weights name) a
+            file that is not cached and cannot be downloaded or whose checksum is wrong.
     """
     if precision not in ("fp32", "int8"):
         raise UserInputError(f"unknown precision {precision!r}; expected 'fp32' or 'int8'")
     if precision == "int8":
         require_onnxruntime()  # fail before reading a large file
+    name = str(path)
     path = Path(path)
     if not path.is_file():
-        raise UserInputError(f"checkpoint {path} does not exist")
+        # Imported here: published.py builds on this module.
+        from thinkingearth.models import published
+
+        if name in published.WEIGHTS:
+            return published.load_published(
+                name,
+                reference=reference,
+                language_table=language_table,
+                precision=precision,
+                cache_dir=cache_dir,
+            )
+        raise published.unknown_name_error(name)
     if path.suffix in (".safetensors", ".json"):
         encoder = _load_ours(path)
     else:
