@@ -181,12 +181,29 @@ def predict(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="With --scenes: redo scenes whose output exists.")
     ] = False,
+    date: Annotated[
+        str | None,
+        typer.Option(
+            "--date",
+            help="Acquisition date of --image (YYYY-MM-DD, UTC); default: the file's "
+            "TIFFTAG_DATETIME, else a date in its name.",
+        ),
+    ] = None,
+    pre_date: Annotated[
+        str | None, typer.Option("--pre-date", help="Acquisition date of --pre (YYYY-MM-DD).")
+    ] = None,
+    pre2_date: Annotated[
+        str | None, typer.Option("--pre2-date", help="Acquisition date of --pre2 (YYYY-MM-DD).")
+    ] = None,
+    post_date: Annotated[
+        str | None, typer.Option("--post-date", help="Acquisition date of --post (YYYY-MM-DD).")
+    ] = None,
 ) -> None:
     """Map a whole scene (or many) to a georeferenced COG with classes and uncertainty."""
     import dataclasses
     import warnings
 
-    from thinkingearth.data.scene import SAR_UNITS, Acquisition
+    from thinkingearth.data.scene import SAR_UNITS, Acquisition, parse_date
     from thinkingearth.infer.model import TASKS
 
     if task not in TASKS:
@@ -195,6 +212,33 @@ def predict(
         raise UserInputError(
             f"unknown --sar-units {sar_units!r}; expected one of: {', '.join(SAR_UNITS)}"
         )
+    date_flags = {
+        "--image": ("--date", date),
+        "--pre2": ("--pre2-date", pre2_date),
+        "--pre": ("--pre-date", pre_date),
+        "--post": ("--post-date", post_date),
+    }
+    days = {
+        option: parse_date(value, flag)
+        for option, (flag, value) in date_flags.items()
+        if value is not None
+    }
+    if days and scenes is not None:
+        given = ", ".join(date_flags[o][0] for o in days)
+        raise UserInputError(
+            f"{given}: a date flag dates one image, not --scenes; each scene's dates come from "
+            "its files (TIFFTAG_DATETIME or a YYYY-MM-DD in the file name)"
+        )
+    if task == "flood" and "--image" in days:
+        raise UserInputError(
+            "--task flood takes --pre-date, --post-date (and --pre2-date), not --date"
+        )
+    if task != "flood" and set(days) - {"--image"}:
+        raise UserInputError(f"--task {task} takes --date, not --pre-date/--post-date/--pre2-date")
+    images = {"--image": image, "--pre2": pre2, "--pre": pre, "--post": post}
+    for option in days:
+        if images[option] is None:
+            raise UserInputError(f"{date_flags[option][0]} is the date of {option}; give {option}")
     if weights is not None:
         if model is not None:
             raise UserInputError("give --model or --weights, not both")
@@ -277,7 +321,7 @@ def predict(
                 raise UserInputError(f"--task {task} needs --image IMAGE.tif (or --scenes)")
             named = [("--image", image)]
         inputs = [
-            Acquisition.from_path(option, Path(path), band_names)
+            Acquisition.from_path(option, Path(path), band_names, days.get(option))
             for option, path in named
             if path is not None
         ]
@@ -406,6 +450,12 @@ def bench(
             err=True,
         )
         raise typer.Exit(1)
+
+
+# `thinkingearth weights list|fetch`: published weights by name (its own light module).
+from thinkingearth.weights_cli import app as _weights_app  # noqa: E402
+
+app.add_typer(_weights_app, name="weights")
 
 
 def main(argv: list[str] | None = None) -> int:

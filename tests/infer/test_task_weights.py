@@ -131,10 +131,52 @@ def test_flood_weights_predict_like_the_module(
     valid = classes != 255
     assert valid.mean() > 0.5
     assert (classes[valid] == expected[valid]).mean() > 0.99
-    two = tmp_path / "flood2.tif"  # pre + post only
-    argv2 = ["predict", "--task", "flood", "--pre", str(pre), "--post", str(post)]
-    assert main([*argv2, "--weights", str(weights), "--out", str(two)]) == 0
-    _check_output(two, post, 3)
+
+
+@pytest.fixture(scope="module")
+def flood_two(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A change model trained on two acquisitions (pre, post)."""
+    torch.manual_seed(2)
+    module = ChangeTask(_encoder(), 3, decoder_channels=16, class_names=FLOOD_CLASSES).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "flood_two"
+    save_task(
+        module,
+        path,
+        task="flood",
+        classes=FLOOD_CLASSES,
+        sensor="sentinel-1-grd",
+        bands=("VV", "VH"),
+        normaliser=Normaliser(),
+        tile=SIZE,
+        acquisitions=2,
+    )
+    return path.with_suffix(".safetensors")
+
+
+def test_a_checkpoint_takes_the_acquisitions_it_was_trained_with(
+    scene: Path,
+    flood: tuple[Path, torch.nn.Module],
+    flood_two: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pre2, pre, post = (str(scene / f"s1_{n}.tif") for n in ("sl2", "sl1", "ms1"))
+    out = tmp_path / "flood.tif"
+    two = ["predict", "--task", "flood", "--pre", pre, "--post", post, "--out", str(out)]
+    three = [*two, "--pre2", pre2]
+    _one_line_error(
+        [*two, "--weights", str(flood[0])],
+        capsys,
+        "takes 3 input image(s) (--pre2, --pre, --post); got 2 (--pre, --post)",
+    )
+    _one_line_error(
+        [*three, "--weights", str(flood_two)],
+        capsys,
+        "takes 2 input image(s) (--pre, --post); got 3 (--pre2, --pre, --post)",
+    )
+    assert not out.exists() and not out.with_suffix(".png").exists()
+    assert main([*two, "--weights", str(flood_two)]) == 0  # the right number works
+    _check_output(out, Path(post), 3)
 
 
 def _one_line_error(argv: list[str], capsys: pytest.CaptureFixture[str], message: str) -> None:

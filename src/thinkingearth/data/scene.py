@@ -23,6 +23,14 @@ validity mask. It never reads a whole scene at full resolution.
 * **Tiling**: :func:`tile_starts` and :func:`iter_windows` lay tiles with overlap over a grid in
   row-major order; the last tile of a row or column is shifted back to end at the scene's edge,
   and a scene smaller than a tile gets one tile of its own size.
+* **Where and when**: :meth:`Grid.lonlat` gives WGS84 longitude and latitude of grid positions,
+  :meth:`Grid.gsd_metres` the ground sample distance in metres (a projected CRS: the pixel size
+  in its linear units, converted to metres, as the dataset readers give it in training; a
+  geographic CRS: the pixel's sides in degrees turned into metres on the WGS84 ellipsoid at the
+  given latitude). :attr:`SceneStack.times` holds each acquisition's date: the one the caller
+  gives (:attr:`Acquisition.time`, the CLI's ``--date`` flags), else the GeoTIFF tag
+  ``TIFFTAG_DATETIME``, else the first ISO date (``YYYY-MM-DD`` or ``YYYYMMDD``) in a file name,
+  else unknown (NaN).
 
 Read errors of corrupt or truncated files become :class:`SceneInputError` naming the file.
 """
@@ -31,9 +39,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, get_args
@@ -43,8 +53,9 @@ import numpy as np
 import rasterio
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
+from rasterio.errors import CRSError, RasterioError
 from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform as warp_transform
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
@@ -53,6 +64,7 @@ from thinkingearth.sensors import Sensor, get_sensor
 
 __all__ = [
     "Acquisition",
+    "AcquisitionTime",
     "Grid",
     "SarUnits",
     "SarUnitsWarning",
@@ -60,7 +72,10 @@ __all__ = [
     "SceneStack",
     "SourceFile",
     "convert_sar",
+    "date_in_name",
     "iter_windows",
+    "parse_date",
+    "tiff_datetime",
     "tile_starts",
 ]
 
@@ -90,6 +105,116 @@ def _read_error(path: Path, exc: BaseException) -> SceneInputError:
     )
 
 
+# --- dates ------------------------------------------------------------------------------------
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Years accepted from file names: other 8-digit runs (orbit numbers, ids) are not dates.
+_NAME_YEARS = (1950, 2100)
+_NAME_DATE = re.compile(r"(?<!\d)(\d{4})(-?)(\d{2})\2(\d{2})(?!\d)")
+
+
+def _days(when: datetime) -> float:
+    """Days since 1970-01-01 UTC; a naive time is taken as UTC."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return (when - _EPOCH).total_seconds() / 86400.0
+
+
+def parse_date(text: str, what: str = "--date") -> float:
+    """A date (or date and time) in ISO 8601 as days since 1970-01-01 UTC.
+
+    Accepts ``YYYY-MM-DD``, ``YYYYMMDD`` and ``YYYY-MM-DDTHH:MM[:SS][Z|±HH:MM]`` (no zone: UTC).
+
+    Raises:
+        UserInputError: anything else, one line naming ``what``.
+    """
+    value = str(text).strip()
+    try:
+        if not re.fullmatch(r"\d{4}-?\d{2}-?\d{2}([T ].+)?", value):
+            raise ValueError(value)
+        return _days(datetime.fromisoformat(value))
+    except ValueError:
+        raise UserInputError(
+            f"{what} {text!r} is not a date; expected YYYY-MM-DD (or YYYY-MM-DDTHH:MM:SS, UTC)"
+        ) from None
+
+
+def tiff_datetime(dataset: Any) -> float | None:
+    """The GeoTIFF tag ``TIFFTAG_DATETIME`` (``YYYY:MM:DD HH:MM:SS``, UTC) in days, if readable."""
+    try:
+        value = dataset.tags().get("TIFFTAG_DATETIME")
+    except RasterioError:
+        return None
+    if not value:
+        return None
+    try:
+        return _days(datetime.strptime(str(value).strip(), "%Y:%m:%d %H:%M:%S"))
+    except ValueError:
+        return None
+
+
+def date_in_name(name: str) -> float | None:
+    """The first calendar date ``YYYY-MM-DD`` or ``YYYYMMDD`` in a file name (00:00 UTC), in days.
+
+    Sentinel product names start with the sensing date (``S1A_IW_GRDH_1SDV_20230115T054117_…``),
+    so the first date is the acquisition's; later ones (processing dates) are ignored. Runs of
+    digits that are not a valid date in 1950–2100 do not count.
+    """
+    for match in _NAME_DATE.finditer(name):
+        year, month, day = int(match.group(1)), int(match.group(3)), int(match.group(4))
+        if not _NAME_YEARS[0] <= year <= _NAME_YEARS[1]:
+            continue
+        try:
+            return _days(datetime(year, month, day, tzinfo=UTC))
+        except ValueError:
+            continue
+    return None
+
+
+@dataclass(frozen=True)
+class AcquisitionTime:
+    """When an acquisition was taken, and where that came from.
+
+    Attributes:
+        days: days since 1970-01-01 UTC; NaN when unknown.
+        source: where it was read, e.g. ``--post-date``, ``TIFFTAG_DATETIME of post.tif``,
+            ``file name of S1A_…_20230115.tif``, or ``unknown``.
+    """
+
+    days: float
+    source: str
+
+    @property
+    def known(self) -> bool:
+        """Whether the date is known."""
+        return not math.isnan(self.days)
+
+    def iso(self) -> str:
+        """The date as ``YYYY-MM-DD`` (``unknown`` when unknown)."""
+        if not self.known:
+            return "unknown"
+        return datetime.fromtimestamp(self.days * 86400.0, tz=UTC).strftime("%Y-%m-%d")
+
+
+# --- ground geometry ------------------------------------------------------------------------
+
+#: WGS84 semi-major axis (m) and first eccentricity squared.
+_WGS84_A = 6378137.0
+_WGS84_E2 = (1.0 / 298.257223563) * (2.0 - 1.0 / 298.257223563)
+
+
+def _metres_per_radian(lat_degrees: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(east, north)`` metres per radian of longitude / latitude on WGS84 at a latitude.
+
+    East: the prime-vertical radius times ``cos(lat)``; north: the meridional radius.
+    """
+    phi = np.radians(lat_degrees)
+    w2 = 1.0 - _WGS84_E2 * np.sin(phi) ** 2
+    prime_vertical = _WGS84_A / np.sqrt(w2)
+    meridional = _WGS84_A * (1.0 - _WGS84_E2) / w2**1.5
+    return prime_vertical * np.cos(phi), meridional
+
+
 @dataclass(frozen=True)
 class Grid:
     """A pixel grid: CRS, affine transform (pixel corner), width and height."""
@@ -116,6 +241,74 @@ class Grid:
         xs = [t.c, t.c + t.a * self.width + t.b * self.height]
         ys = [t.f, t.f + t.d * self.width + t.e * self.height]
         return min(xs), min(ys), max(xs), max(ys)
+
+    def lonlat(self, cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """WGS84 longitude and latitude (degrees) of pixel positions of this grid.
+
+        Args:
+            cols: column positions in pixels (fractional; 0 is the left edge of the first
+                column, so ``col_off + width / 2`` is a window's centre).
+            rows: row positions, likewise.
+
+        Returns:
+            float64 ``(lon, lat)`` arrays of the inputs' shape; NaN where the CRS cannot be
+            transformed to WGS84.
+        """
+        cols = np.asarray(cols, dtype=np.float64)
+        rows = np.asarray(rows, dtype=np.float64)
+        t = self.transform
+        xs = t.a * cols + t.b * rows + t.c
+        ys = t.d * cols + t.e * rows + t.f
+        if xs.size == 0:
+            return xs.copy(), ys.copy()
+        try:
+            lon, lat = warp_transform(self.crs, "EPSG:4326", xs.ravel(), ys.ravel())
+        except (RasterioError, CRSError, ValueError):
+            nan = np.full(xs.shape, math.nan)
+            return nan, nan.copy()
+        lon_a = np.asarray(lon, dtype=np.float64).reshape(xs.shape)
+        lat_a = np.asarray(lat, dtype=np.float64).reshape(xs.shape)
+        bad = ~(np.isfinite(lon_a) & np.isfinite(lat_a))
+        lon_a[bad] = math.nan
+        lat_a[bad] = math.nan
+        return lon_a, lat_a
+
+    def gsd_metres(self, lat: np.ndarray | float) -> np.ndarray:
+        """Ground sample distance in metres: the square root of one pixel's area.
+
+        * Projected CRS: the pixel's area from the transform in the CRS's linear unit, converted
+          to metres (``US survey foot``, …). This is map units, as the dataset readers give
+          ``gsd`` in training (a Web Mercator pixel of 10 map metres is 10 m here).
+        * Geographic CRS: the pixel's sides (angular units, e.g. 0.0001°) become metres on the
+          WGS84 ellipsoid at latitude ``lat``: east by the prime-vertical radius × cos(lat),
+          north by the meridional radius (exact for a small pixel; other datums differ by less
+          than 1e-4).
+
+        The square root of the area gives one number for non-square or rotated pixels that keeps
+        the ground area of a patch (the quantity the encoder's metadata encodes).
+
+        Args:
+            lat: WGS84 latitude(s) in degrees (only used for geographic CRSs).
+
+        Returns:
+            float64 array of ``lat``'s shape; NaN where the CRS's units are unknown.
+        """
+        lat = np.asarray(lat, dtype=np.float64)
+        t = self.transform
+        try:
+            if self.crs.is_geographic:
+                radians = float(self.crs.units_factor[1])  # radians per angular unit
+                east, north = _metres_per_radian(lat)
+                # column step (t.a, t.d) and row step (t.b, t.e) in (lon, lat) units
+                ex, nx = t.a * radians * east, t.d * radians * north
+                ey, ny = t.b * radians * east, t.e * radians * north
+                area = np.abs(ex * ny - ey * nx)
+            else:
+                metres = float(self.crs.linear_units_factor[1])
+                area = np.full(lat.shape, abs(t.a * t.e - t.b * t.d) * metres**2)
+        except (CRSError, RasterioError, ValueError, TypeError, IndexError):
+            return np.full(lat.shape, math.nan)
+        return np.sqrt(area)
 
     def same_as(self, other: Grid) -> bool:
         """True when both grids have the same CRS and shape and their pixels line up.
@@ -158,17 +351,25 @@ class Acquisition:
     Attributes:
         name: what messages call it, e.g. ``"--post"``.
         sources: the files; together they must hold every band the model needs.
+        time: when it was taken, days since 1970-01-01 UTC, as the caller states it (the CLI's
+            ``--date`` flags, :func:`parse_date`); ``None`` reads it from the files
+            (:attr:`SceneStack.times`).
     """
 
     name: str
     sources: tuple[SourceFile, ...]
+    time: float | None = None
 
     @classmethod
     def from_path(
-        cls, name: str, path: str | Path, bands: Sequence[str] | None = None
+        cls,
+        name: str,
+        path: str | Path,
+        bands: Sequence[str] | None = None,
+        time: float | None = None,
     ) -> Acquisition:
-        """An acquisition from one file, with optional explicit band names."""
-        return cls(name, (SourceFile(Path(path), None if bands is None else tuple(bands)),))
+        """An acquisition from one file, with optional explicit band names and date (days)."""
+        return cls(name, (SourceFile(Path(path), None if bands is None else tuple(bands)),), time)
 
     @property
     def paths(self) -> tuple[Path, ...]:
@@ -313,6 +514,21 @@ def band_names_of(dataset: Any, source: SourceFile, sensor: Sensor, what: str) -
     return tuple(resolved)
 
 
+def _acquisition_time(acq: Acquisition, files: Sequence[tuple[SourceFile, Any]]) -> AcquisitionTime:
+    """The date of an acquisition: given, else a file's TIFFTAG_DATETIME, else a file name."""
+    if acq.time is not None and not math.isnan(acq.time):
+        return AcquisitionTime(float(acq.time), "given")
+    for source, dataset in files:
+        days = tiff_datetime(dataset)
+        if days is not None:
+            return AcquisitionTime(days, f"TIFFTAG_DATETIME of {source.path.name}")
+    for source, _ in files:
+        days = date_in_name(source.path.name)
+        if days is not None:
+            return AcquisitionTime(days, f"file name {source.path.name}")
+    return AcquisitionTime(math.nan, "unknown")
+
+
 @dataclass
 class _Reader:
     """One open file of an acquisition and where its bands go."""
@@ -338,6 +554,12 @@ class SceneStack:
         units: SAR units of the files (ignored for non-SAR sensors).
         to_units: SAR units the arrays are returned in (default: ``units``).
         resampling: resampling for reprojected files.
+
+    Attributes:
+        grid: the reference grid (the output's).
+        times: the date of each acquisition (:class:`AcquisitionTime`): given, else the first
+            file with a ``TIFFTAG_DATETIME`` tag, else the first file name holding a date, else
+            unknown.
 
     Raises:
         SceneInputError: a missing, corrupt or truncated file, band names that cannot be worked
@@ -392,6 +614,10 @@ class SceneStack:
                 dataset = open_raster(source.path, acq.name)
                 self._datasets.append(dataset)
                 files.append((source, dataset))
+        self.times = tuple(
+            _acquisition_time(acq, files)
+            for acq, files in zip(self.acquisitions, opened, strict=True)
+        )
         ref_acq = self.acquisitions[reference]
         ref_source, ref_ds = opened[reference][0]
         self.grid = Grid.of(ref_ds)

@@ -252,8 +252,9 @@ def run_job(
 ) -> tuple[str, str, str]:
     """Predict one scene (on a Dask worker): ``(status, name, detail)``.
 
-    ``status`` is ``done``, ``skipped`` (the output exists) or ``failed`` (a user error, its
-    one-line message in ``detail``).
+    ``status`` is ``done`` (``detail``: the time taken, and the acquisitions whose date a
+    metadata model got as unknown), ``skipped`` (the output exists) or ``failed`` (a user error,
+    its one-line message in ``detail``).
     """
     from thinkingearth.infer.predictor import predict_scene
 
@@ -267,7 +268,12 @@ def run_job(
         result = predict_scene(model, job.inputs, job.out, sar_units=sar_units, quicklook=quicklook)
     except UserInputError as exc:
         return ("failed", job.name, str(exc))
-    return ("done", job.name, f"{result.seconds:.1f} s")
+    detail = f"{result.seconds:.1f} s"
+    if result.missing_dates:
+        detail += (
+            f" (no acquisition date for {', '.join(result.missing_dates)}: unknown to the model)"
+        )
+    return ("done", job.name, detail)
 
 
 def predict_many(
@@ -301,9 +307,21 @@ def predict_many(
 
     Returns:
         A :class:`BatchResult`; a failed scene does not stop the others.
+
+    Raises:
+        UserInputError: scenes whose number of acquisitions the model does not take
+            (:func:`~thinkingearth.infer.predictor.check_acquisitions`), before anything is
+            written; or a cluster that cannot be reached.
     """
+    from thinkingearth.infer.predictor import check_acquisitions
+
     say = log or (lambda _m: None)
     start = time.perf_counter()
+    for job in jobs:
+        try:
+            check_acquisitions(model, job.inputs)
+        except UserInputError as exc:
+            raise UserInputError(f"scene {job.name}: {exc}") from None
     result = BatchResult()
     todo: list[SceneJob] = []
     for job in jobs:

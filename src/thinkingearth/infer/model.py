@@ -7,6 +7,14 @@ order, already converted to :attr:`SceneModel.sar_units` and normalised with
 ``[B, K, h, w]``, with the facts the predictor needs around it: the task and its classes, the
 sensor and bands, how many acquisitions it takes, tile size and overlap.
 
+A network trained with metadata sets :attr:`SceneModel.metadata`; the predictor then calls it
+as ``network(x, meta)``, ``meta`` a dict of CPU float64 tensors, one value per tile: ``lon``,
+``lat`` (WGS84 degrees of the tile's centre) and ``gsd`` (metres, see
+:meth:`thinkingearth.data.scene.Grid.gsd_metres`) as ``[B]``, and ``time`` (days since
+1970-01-01 UTC of each acquisition, oldest first) as ``[B, T]``; NaN marks what is unknown, as
+in the Sample contract. Networks without the flag (the threshold model, any callable) are called
+with the tiles alone.
+
 A model that must look at the whole scene first (the Otsu thresholds of
 :mod:`thinkingearth.infer.threshold`) gives a ``calibrate`` function: the predictor reads the
 scene once at reduced resolution (at most ``calibration_side`` px a side), hands it over, and
@@ -31,10 +39,12 @@ from thinkingearth.viz import FLOOD_COLOURS, LANDCOVER_COLOURS
 
 __all__ = [
     "FLOOD_CLASSES",
+    "INPUT_OPTIONS",
     "LANDCOVER_CLASSES",
     "TASKS",
     "WATER_CLASSES",
     "WATER_COLOURS",
+    "MetaNetwork",
     "Network",
     "OutputKind",
     "SceneModel",
@@ -52,6 +62,8 @@ WATER_COLOURS: tuple[str, ...] = (FLOOD_COLOURS[0], FLOOD_COLOURS[1])
 
 #: ``[B, T, C, h, w]`` float32 -> ``[B, K, h, w]`` probabilities or logits.
 Network = Callable[[Tensor], Tensor]
+#: ``([B, T, C, h, w], {"lon", "lat", "gsd": [B], "time": [B, T]})`` -> ``[B, K, h, w]``.
+MetaNetwork = Callable[[Tensor, Mapping[str, Tensor]], Tensor]
 
 
 @dataclass(frozen=True)
@@ -71,7 +83,7 @@ class ScenePreview:
 
 
 #: ``preview -> network`` for one scene.
-Calibrate = Callable[[ScenePreview], Network]
+Calibrate = Callable[[ScenePreview], Network | MetaNetwork]
 
 #: Class names and colours of each task's output (land cover: the synthetic world's default).
 TASK_CLASSES: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -81,12 +93,22 @@ TASK_CLASSES: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
+#: The CLI options of the acquisitions (oldest first), by task and number of acquisitions.
+INPUT_OPTIONS: Mapping[tuple[str, int], tuple[str, ...]] = {
+    ("flood", 2): ("--pre", "--post"),
+    ("flood", 3): ("--pre2", "--pre", "--post"),
+    ("water", 1): ("--image",),
+    ("landcover", 1): ("--image",),
+}
+
+
 @dataclass(frozen=True)
 class SceneModel:
     """A network and the facts the scene predictor needs to run it over a whole scene.
 
     Attributes:
-        network: ``[B, T, C, h, w]`` -> ``[B, K, h, w]`` (see the module docstring).
+        network: ``[B, T, C, h, w]`` -> ``[B, K, h, w]``, or ``(x, meta)`` -> ``[B, K, h, w]``
+            with :attr:`metadata` (see the module docstring).
         task: ``flood`` (0 no water, 1 permanent water, 2 flood), ``water`` (0 land, 1 water)
             or ``landcover``.
         classes: the ``K`` class names; class id ``k`` is ``classes[k]`` (at most 255).
@@ -106,9 +128,11 @@ class SceneModel:
         calibrate: optional scene-wide calibration (see the module docstring).
         calibration_side: side in pixels of the reduced-resolution read given to ``calibrate``.
         tags: extra ``key=value`` metadata written into the output file.
+        metadata: the network takes per-tile metadata (location, ground sample distance,
+            acquisition dates) as a second argument.
     """
 
-    network: Network
+    network: Network | MetaNetwork
     task: Task
     classes: tuple[str, ...]
     colours: tuple[str, ...]
@@ -127,6 +151,7 @@ class SceneModel:
     calibrate: Calibrate | None = None
     calibration_side: int = 1024
     tags: Mapping[str, str] = field(default_factory=dict)
+    metadata: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -170,6 +195,15 @@ class SceneModel:
                 )
         if self.std is not None and not all(s > 0 for s in self.std):
             raise UserInputError(f"std must be positive, got {self.std}")
+
+    @property
+    def inputs_needed(self) -> str:
+        """The inputs the model takes, in words, e.g. ``--pre2, --pre, --post``."""
+        choices = []
+        for n in self.steps:
+            options = INPUT_OPTIONS.get((self.task, n))
+            choices.append(", ".join(options) if options else f"{n} acquisitions, oldest first")
+        return " or ".join(choices)
 
     @property
     def fill_values(self) -> tuple[float, ...]:

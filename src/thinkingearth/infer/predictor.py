@@ -4,17 +4,20 @@
 size with memory that does not grow with the scene's height and grows only by a strip buffer with
 its width:
 
-1. open the inputs as a :class:`~thinkingearth.data.scene.SceneStack` on the grid of the
+1. check that the inputs are the acquisitions the model takes (:func:`check_acquisitions`),
+   then open them as a :class:`~thinkingearth.data.scene.SceneStack` on the grid of the
    post-event (or only) image, reprojecting other grids on read; check band names, overlap and
    SAR units;
 2. if the model calibrates on the scene (Otsu thresholds), read the scene once at reduced
    resolution and let it pick its parameters;
 3. read tiles of ``model.tile`` px overlapping by ``model.overlap`` px in row-major order (a
    background thread reads, fills no-data and normalises the next batches while the model runs),
-   batch them through the network, and blend overlapping probabilities with separable
-   raised-cosine weights (:func:`blend_weights`, never zero, so edge pixels still count). Only a
-   strip of rows (one tile high, the scene wide) is held: rows that no later tile touches are
-   finished, turned into class ids (argmax) and predictive entropy, and written out;
+   batch them through the network (with each tile's location, ground sample distance and the
+   acquisition dates when the model takes metadata, :func:`tile_metadata`; said once in the log,
+   missing dates included), and blend overlapping probabilities with separable raised-cosine
+   weights (:func:`blend_weights`, never zero, so edge pixels still count). Only a strip of rows
+   (one tile high, the scene wide) is held: rows that no later tile touches are finished, turned
+   into class ids (argmax) and predictive entropy, and written out;
 4. copy the streamed file to a Cloud-Optimised GeoTIFF, draw a PNG quicklook, and rename both
    into place. Everything is written to temporary siblings first, so a failure or a kill leaves
    no partial output; GDAL's block cache is bounded throughout.
@@ -45,6 +48,8 @@ from torch import Tensor
 
 from thinkingearth.data.scene import (
     Acquisition,
+    AcquisitionTime,
+    Grid,
     SarUnits,
     SceneStack,
     iter_windows,
@@ -57,9 +62,11 @@ from thinkingearth.infer.writers import NODATA, RowWriter, gdal_env, write_cog, 
 __all__ = [
     "PredictionResult",
     "blend_weights",
+    "check_acquisitions",
     "check_output_path",
     "predict_scene",
     "quicklook_path",
+    "tile_metadata",
 ]
 
 _FLUSH_ROWS = 32  # rows finished at a time: bounds the temporaries of argmax and entropy
@@ -82,6 +89,8 @@ class PredictionResult:
         timings: seconds spent in each step: ``calibrate``, ``wait_read`` (waiting for the reader
             thread), ``forward``, ``blend_write`` (blending, argmax, entropy, streaming out),
             ``cog`` and ``quicklook``.
+        times: the date of each acquisition and where it came from.
+        missing_dates: acquisitions whose date the model needed but got as unknown.
     """
 
     path: Path
@@ -94,6 +103,8 @@ class PredictionResult:
     class_fractions: tuple[float, ...]
     tags: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    times: tuple[AcquisitionTime, ...] = ()
+    missing_dates: tuple[str, ...] = ()
 
 
 def blend_weights(size: int, overlap: int) -> np.ndarray:
@@ -128,6 +139,89 @@ def check_output_path(out: Path, inputs: Sequence[Path]) -> None:
             raise UserInputError(f"output {out} is also an input; choose another output path")
     if out.is_dir():
         raise UserInputError(f"output {out} is a folder; expected a .tif file path")
+
+
+def check_acquisitions(model: SceneModel, inputs: Sequence[Acquisition]) -> None:
+    """Raise a one-line error unless ``inputs`` are as many acquisitions as the model takes.
+
+    A model trained on three acquisitions (``--pre2``, ``--pre``, ``--post``) refuses two, and a
+    model trained on two refuses three: its features were learnt from that many.
+    """
+    if len(inputs) in model.steps:
+        return
+    got = ", ".join(acq.name for acq in inputs) or "none"
+    expected = " or ".join(str(s) for s in model.steps)
+    raise UserInputError(
+        f"the {model.task} model {model.name} takes {expected} input image(s) "
+        f"({model.inputs_needed}); got {len(inputs)} ({got})"
+    )
+
+
+def tile_metadata(
+    grid: Grid, windows: Sequence[Window], times: Sequence[float]
+) -> dict[str, np.ndarray]:
+    """Per-tile metadata of windows of a grid, as a network with metadata receives it.
+
+    Args:
+        grid: the output grid (the reference input's).
+        windows: the tiles.
+        times: the date of each acquisition, days since 1970-01-01 (NaN: unknown).
+
+    Returns:
+        float64 arrays: ``lon``, ``lat`` (WGS84 degrees of each window's centre) and ``gsd``
+        (metres, :meth:`~thinkingearth.data.scene.Grid.gsd_metres` at the centre's latitude)
+        ``[N]``, and ``time`` ``[N, T]``.
+    """
+    cols = np.array([w.col_off + w.width / 2.0 for w in windows], dtype=np.float64)
+    rows = np.array([w.row_off + w.height / 2.0 for w in windows], dtype=np.float64)
+    lon, lat = grid.lonlat(cols, rows)
+    gsd = grid.gsd_metres(lat)
+    time_row = np.asarray(list(times), dtype=np.float64).reshape(1, -1)
+    return {
+        "lon": lon,
+        "lat": lat,
+        "gsd": gsd,
+        "time": np.repeat(time_row, len(windows), axis=0),
+    }
+
+
+def _describe_metadata(
+    meta: dict[str, np.ndarray], inputs: Sequence[Acquisition], times: Sequence[AcquisitionTime]
+) -> list[str]:
+    """The log lines that say once what metadata the model gets, and what is missing."""
+    gsd = meta["gsd"][np.isfinite(meta["gsd"])]
+    if gsd.size == 0:
+        where = "gsd unknown"
+    elif float(gsd.max() - gsd.min()) < 0.005:
+        where = f"gsd {float(gsd.mean()):.2f} m"
+    else:
+        where = f"gsd {float(gsd.min()):.2f}–{float(gsd.max()):.2f} m"
+    dates = ", ".join(
+        f"{acq.name} {t.iso()} ({t.source})" if t.known else f"{acq.name} unknown"
+        for acq, t in zip(inputs, times, strict=True)
+    )
+    lines = [f"model metadata: tile centres' lon/lat, {where}; dates {dates}"]
+    if not np.isfinite(meta["lon"]).all() or not np.isfinite(meta["lat"]).all():
+        lines.append(
+            "cannot place the output grid on the globe (CRS not transformable to WGS84): "
+            "the model gets the location as unknown"
+        )
+    if gsd.size < meta["gsd"].size:
+        lines.append(
+            "the output grid's CRS has no known unit: the model gets the ground sample "
+            "distance as unknown"
+        )
+    missing = [
+        f"{acq.name} ({', '.join(p.name for p in acq.paths)})"
+        for acq, t in zip(inputs, times, strict=True)
+        if not t.known
+    ]
+    if missing:
+        lines.append(
+            f"no acquisition date for {', '.join(missing)}: no date given, no TIFFTAG_DATETIME "
+            "tag and no YYYY-MM-DD or YYYYMMDD in the file name; the model gets it as unknown"
+        )
+    return lines
 
 
 def quicklook_path(out: Path) -> Path:
@@ -206,22 +300,24 @@ def _prepare(
     return x
 
 
-_Batch = tuple[np.ndarray, list[tuple[Window, np.ndarray]]]
+#: Tiles ``[B, T, C, h, w]``, each tile's window and validity, and the index of the first tile.
+_Batch = tuple[np.ndarray, list[tuple[Window, np.ndarray]], int]
 
 
 def _batches(stack: SceneStack, model: SceneModel, windows: Sequence[Window]) -> Iterator[_Batch]:
     tile = (model.tile, model.tile)
     items: list[np.ndarray] = []
     meta: list[tuple[Window, np.ndarray]] = []
-    for window in windows:
+    first = 0
+    for n, window in enumerate(windows):
         x, valid = stack.read(window)
         items.append(_prepare(x, valid, model, tile))
         meta.append((window, valid))
         if len(items) == model.batch_size:
-            yield np.stack(items), meta
-            items, meta = [], []
+            yield np.stack(items), meta, first
+            items, meta, first = [], [], n + 1
     if items:
-        yield np.stack(items), meta
+        yield np.stack(items), meta, first
 
 
 class _Prefetch:
@@ -321,19 +417,15 @@ def predict_scene(
 
     Raises:
         UserInputError: bad inputs (see :class:`~thinkingearth.data.scene.SceneStack`), a wrong
-            number of acquisitions, or an output path that is an input or a folder. Nothing is
-            written then, and nothing partial is left behind on any failure.
+            number of acquisitions (:func:`check_acquisitions`), or an output path that is an
+            input or a folder. Nothing is written then, and nothing partial is left behind on any
+            failure.
     """
     start = time.perf_counter()
     out = Path(out)
     inputs = list(inputs)
     say = log or (lambda _m: None)
-    if len(inputs) not in model.steps:
-        expected = " or ".join(str(s) for s in model.steps)
-        raise UserInputError(
-            f"the {model.name} {model.task} model takes {expected} input image(s), "
-            f"got {len(inputs)}"
-        )
+    check_acquisitions(model, inputs)
     check_output_path(out, [p for acq in inputs for p in acq.paths])
     png = quicklook_path(out) if quicklook else None
     if png is not None:
@@ -353,7 +445,7 @@ def predict_scene(
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             stack.check_units()
-        network: Callable[[Tensor], Tensor] = model.network
+        network: Callable[..., Tensor] = model.network
         timings = dict.fromkeys(
             ("calibrate", "wait_read", "forward", "blend_write", "cog", "quicklook"), 0.0
         )
@@ -379,6 +471,19 @@ def predict_scene(
         if callable(scene_tags):
             tags.update(scene_tags())
         windows = list(iter_windows(grid.shape, model.tile, model.overlap))
+        tile_meta: dict[str, Tensor] | None = None
+        missing_dates: tuple[str, ...] = ()
+        if model.metadata:
+            arrays = tile_metadata(grid, windows, [t.days for t in stack.times])
+            for line in _describe_metadata(arrays, inputs, stack.times):
+                say(line)
+            tile_meta = {k: torch.from_numpy(v) for k, v in arrays.items()}
+            missing_dates = tuple(
+                a.name for a, t in zip(inputs, stack.times, strict=True) if not t.known
+            )
+            tags["ACQUISITION_DATES"] = ";".join(
+                f"{a.name}={t.iso()}" for a, t in zip(inputs, stack.times, strict=True)
+            )
         th, tw = min(model.tile, grid.height), min(model.tile, grid.width)
         w2d = np.outer(blend_weights(th, model.overlap), blend_weights(tw, model.overlap))
         say(
@@ -400,9 +505,14 @@ def predict_scene(
                             timings["wait_read"] += time.perf_counter() - tick
                             if item is None:
                                 break
-                            batch, meta = item
+                            batch, meta, first = item
                             tick = time.perf_counter()
-                            result = network(torch.from_numpy(batch).to(device))
+                            x = torch.from_numpy(batch).to(device)
+                            if tile_meta is not None:
+                                rows = slice(first, first + len(meta))
+                                result = network(x, {k: v[rows] for k, v in tile_meta.items()})
+                            else:
+                                result = network(x)
                             probs = _to_probabilities(result, model, k).cpu().numpy()
                             timings["forward"] += time.perf_counter() - tick
                             tick = time.perf_counter()
@@ -442,6 +552,8 @@ def predict_scene(
         class_fractions=tuple(float(c) / n_valid for c in strip.counts),
         tags=tags,
         timings=timings,
+        times=stack.times,
+        missing_dates=missing_dates,
     )
     say(f"wrote {out} in {result_info.seconds:.1f} s ({result_info.valid_fraction:.0%} valid)")
     return result_info

@@ -8,6 +8,13 @@ stored :class:`~thinkingearth.data.transforms.Normaliser` (exactly as in trainin
 statistics, SAR in dB, no-data to 0), runs the module and returns softmax probabilities
 ``[B, K, h, w]``.
 
+A module whose backbone was trained with metadata (``use_meta``) gets it as in training: the
+scene model is marked :attr:`~thinkingearth.infer.model.SceneModel.metadata`, the predictor hands
+the network each tile's ``lon``, ``lat``, ``gsd`` ``[B]`` and ``time`` ``[B, T]``, and they go
+into the batch the module reads (a single-image module gets ``time`` as ``[B]``, one date per
+sample, as collated Samples carry it). The acquisitions are those it was trained with, no fewer
+and no more: a change module trained on three refuses two, and the reverse.
+
 The writer lives with the tasks (:mod:`thinkingearth.tasks.checkpoint`); this adapter lives
 here because the data flow runs one way, tasks → infer.
 """
@@ -15,7 +22,9 @@ here because the data flow runs one way, tasks → infer.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +47,8 @@ class TaskNetwork(nn.Module):
         sensor: Registry sensor name of the inputs.
         bands: Band names of the ``C`` channels.
         change: True for a change-detection module (keeps the time axis).
+        metadata: Put the metadata given to :meth:`forward` into the module's batch (the
+            backbone was trained with it).
     """
 
     def __init__(
@@ -47,6 +58,7 @@ class TaskNetwork(nn.Module):
         sensor: str,
         bands: tuple[str, ...],
         change: bool,
+        metadata: bool = False,
     ) -> None:
         """Keep the module and what normalises its inputs."""
         super().__init__()
@@ -55,16 +67,43 @@ class TaskNetwork(nn.Module):
         self.sensor = sensor
         self.bands = bands
         self.change = change
+        self.metadata = metadata
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Class probabilities ``[B, K, h, w]``."""
+    def forward(self, x: Tensor, meta: Mapping[str, Tensor] | None = None) -> Tensor:
+        """Class probabilities ``[B, K, h, w]``.
+
+        Args:
+            x: Tiles ``[B, T, C, h, w]`` in stored units, no-data as NaN.
+            meta: ``lon``, ``lat``, ``gsd`` ``[B]`` and ``time`` ``[B, T]`` (NaN: unknown); used
+                when :attr:`metadata` is set, else ignored. Without it a metadata module sees
+                every field as unknown.
+        """
         if x.ndim != 5:
             raise ValueError(f"expected tiles [B, T, C, h, w]; got {tuple(x.shape)}")
         image = self.normaliser(x, self.sensor, self.bands)
         if not self.change:
             image = image[:, -1]
-        batch = {"image": image, "bands": list(self.bands), "sensor": self.sensor}
+        batch: dict[str, Any] = {"image": image, "bands": list(self.bands), "sensor": self.sensor}
+        if self.metadata and meta is not None:
+            batch.update(_batch_metadata(meta, x.shape[0], x.shape[1], self.change))
         return torch.softmax(self.module(batch).float(), dim=1)
+
+
+def _batch_metadata(
+    meta: Mapping[str, Tensor], batch: int, steps: int, change: bool
+) -> dict[str, Tensor]:
+    """The metadata entries of a module batch: float64 ``[B]``; ``time`` ``[B, T]`` for series."""
+    out: dict[str, Tensor] = {}
+    for key in ("lon", "lat", "gsd"):
+        value = torch.as_tensor(meta[key], dtype=torch.float64).reshape(-1)
+        if value.shape != (batch,):
+            raise ValueError(f"meta[{key!r}] has shape {tuple(value.shape)}; expected [{batch}]")
+        out[key] = value
+    time = torch.as_tensor(meta["time"], dtype=torch.float64)
+    if time.shape != (batch, steps):
+        raise ValueError(f"meta['time'] has shape {tuple(time.shape)}; expected [{batch}, {steps}]")
+    out["time"] = time if change else time[:, -1]
+    return out
 
 
 def _colours(task: str, classes: tuple[str, ...]) -> tuple[str, ...]:
@@ -77,6 +116,9 @@ def _colours(task: str, classes: tuple[str, ...]) -> tuple[str, ...]:
 
 def load_task(path: str | Path, *, overlap: int | None = None) -> SceneModel:
     """Load a task checkpoint as a :class:`SceneModel` for :func:`predict_scene`.
+
+    The scene model takes exactly the number of acquisitions the module was trained with
+    (``steps``), and metadata when its backbone was trained with it (``metadata``).
 
     Args:
         path: ``<path>.safetensors`` or ``<path>.json`` (or the path without suffix).
@@ -94,8 +136,13 @@ def load_task(path: str | Path, *, overlap: int | None = None) -> SceneModel:
             f"{ckpt.path}: unknown task {ckpt.task!r}; expected one of: {', '.join(TASKS)}"
         )
     change = ckpt.acquisitions > 1
-    network = TaskNetwork(ckpt.module, ckpt.normaliser, ckpt.sensor, ckpt.bands, change)
-    steps = tuple(range(2, ckpt.acquisitions + 1)) if change else (1,)
+    metadata = bool(getattr(ckpt.module.backbone, "use_meta", False))
+    network = TaskNetwork(
+        ckpt.module, ckpt.normaliser, ckpt.sensor, ckpt.bands, change, metadata=metadata
+    )
+    # Exactly the acquisitions it was trained with: the fused features of two acquisitions are
+    # not those of three, so a model trained on three would silently mis-predict on two.
+    steps = (ckpt.acquisitions,)
     return SceneModel(
         network=network,
         task=ckpt.task,  # type: ignore[arg-type]
@@ -111,4 +158,5 @@ def load_task(path: str | Path, *, overlap: int | None = None) -> SceneModel:
         fill=(math.nan,) * len(ckpt.bands),
         name=ckpt.path.stem,
         tags={"WEIGHTS": ckpt.path.name},
+        metadata=metadata,
     )
