@@ -1,5 +1,7 @@
 """Raising ``max_steps`` on ``--resume`` stretches the learning-rate schedule to the new end:
-continuous at the resume step, decaying to the floor at the new end (not the old one)."""
+continuous at the resume step, decaying to the floor at the new end (not the old one). A run that
+had finished (at the floor) is re-warmed instead: a linear ramp from the floor, then the cosine
+planned for the new end."""
 
 from __future__ import annotations
 
@@ -55,6 +57,37 @@ def test_stretch_during_warm_up_is_the_schedule_planned_for_the_new_end() -> Non
         WarmupCosine(2, 8, MIN_RATIO).stretch_to(4, step=4)
 
 
+def test_resume_after_the_end_rewarms_then_decays_to_the_new_end() -> None:
+    steps, warmup = 8, 3
+    schedule = WarmupCosine(warmup, steps, MIN_RATIO)
+    old = [schedule(s) for s in range(steps + 1)]
+    assert old[steps] == MIN_RATIO  # the finished run sits at its floor
+    schedule.stretch_to(2 * steps, step=steps)
+    assert schedule.end == 2 * steps
+    assert [schedule(s) for s in range(steps + 1)] == old  # the past is untouched
+    assert schedule(steps) == MIN_RATIO  # continuous: the re-warm starts from the floor
+    ramp = [schedule(s) for s in range(steps, steps + warmup + 1)]
+    assert all(a < b for a, b in itertools.pairwise(ramp))  # rises over warmup steps
+    assert ramp[1] - ramp[0] == pytest.approx(ramp[2] - ramp[1])  # linearly
+    planned = WarmupCosine(warmup, 2 * steps, MIN_RATIO)  # the schedule planned for 2N
+    assert ramp[-1] == planned(steps + warmup)
+    decay = [schedule(s) for s in range(steps + warmup, 2 * steps + 1)]
+    assert decay == [planned(s) for s in range(steps + warmup, 2 * steps + 1)]
+    assert all(a > b for a, b in itertools.pairwise(decay))  # then decreases monotonically
+    assert min(schedule(s) for s in range(steps + 1, 2 * steps)) > MIN_RATIO
+    assert schedule(2 * steps) == pytest.approx(MIN_RATIO)  # the floor only at 2N
+    assert max(ramp) > 2 * MIN_RATIO
+    # warmup_steps 0 still re-warms, over one step; and a later raise stretches continuously.
+    quick = WarmupCosine(0, steps, MIN_RATIO)
+    quick.stretch_to(2 * steps, step=steps)
+    assert quick(steps) == MIN_RATIO
+    assert quick(steps + 1) == WarmupCosine(0, 2 * steps, MIN_RATIO)(steps + 1)
+    value = schedule(12)
+    schedule.stretch_to(3 * steps, step=12)
+    assert schedule(12) == value and schedule(3 * steps) == pytest.approx(MIN_RATIO)
+    assert schedule(2 * steps) > MIN_RATIO
+
+
 def test_stretch_survives_the_scheduler_checkpoint() -> None:
     """The stretch rides in LambdaLR's state (loaded with weights_only=True, as Lightning does)."""
     schedule = WarmupCosine(WARMUP, 8, MIN_RATIO)
@@ -72,6 +105,18 @@ def test_stretch_survives_the_scheduler_checkpoint() -> None:
     restored.load_state_dict(state)
     assert [fresh(s) for s in range(20)] == [schedule(s) for s in range(20)]
     assert fresh.end == 16
+    # A re-warm (resumed after the end) rides along the same way.
+    schedule.stretch_to(24, step=16)
+    buffer = io.BytesIO()
+    torch.save(scheduler.state_dict(), buffer)
+    buffer.seek(0)
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    assert [fresh(s) for s in range(30)] == [schedule(s) for s in range(30)]
+    assert fresh(17) > MIN_RATIO and fresh.end == 24
+    # A checkpoint written before re-warming existed holds 3-tuples: still a plain stretch.
+    legacy = WarmupCosine(WARMUP, 8, MIN_RATIO)
+    legacy.__dict__.update({"total": 8, "stretches": [(4, schedule(4), 16)]})
+    assert [legacy(s) for s in range(17)] == [schedule(s) for s in range(17)]
 
 
 class _StopAt(Callback):
@@ -100,7 +145,7 @@ def _final_lr(out: Path, step: int) -> float:
 
 
 @pytest.mark.slow
-def test_resume_with_more_steps_stretches_the_schedule(tiny, tmp_path) -> None:
+def test_resume_with_more_steps_stretches_or_rewarms_the_schedule(tiny, tmp_path) -> None:
     steps, stop = 8, 4
     config = tiny(trainer={"max_steps": steps, "checkpoint_every": 2, "keep_checkpoints": 1})
     o = config.optim
@@ -138,3 +183,19 @@ def test_resume_with_more_steps_stretches_the_schedule(tiny, tmp_path) -> None:
     for step in range(steps):
         assert again[step] == pytest.approx(LR * planned(step), rel=1e-12)
     assert math.isclose(_final_lr(same, steps), LR * MIN_RATIO, rel_tol=1e-9)
+
+    # That run finished at its floor; raised to 2N it re-warms, then decays to the floor at 2N.
+    messages.clear()
+    run_pretrain(config, same, resume=True, max_steps=2 * steps, log=messages.append)
+    assert any("max_steps 8 -> 16" in m and "re-warms over 2 steps" in m for m in messages)
+    lrs = _lrs(same)
+    assert sorted(lrs) == list(range(2 * steps))
+    floor = LR * MIN_RATIO
+    assert lrs[steps] == pytest.approx(floor, rel=1e-9)  # continuous: still the floor at N
+    rising = [lrs[s] for s in range(steps, steps + WARMUP + 1)]
+    assert all(a < b for a, b in itertools.pairwise(rising))
+    assert lrs[steps + 1] > floor and max(lrs[s] for s in range(steps, 2 * steps)) > 2 * floor
+    falling = [lrs[s] for s in range(steps + WARMUP, 2 * steps)]
+    assert all(a > b for a, b in itertools.pairwise(falling))
+    assert min(lrs[s] for s in range(steps + 1, 2 * steps)) > floor
+    assert _final_lr(same, 2 * steps) == pytest.approx(floor, rel=1e-9)

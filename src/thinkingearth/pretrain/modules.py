@@ -96,13 +96,25 @@ class WarmupCosine:
     """Learning-rate factor: linear warm-up, then cosine decay to ``min_ratio`` (or constant).
 
     The cosine reaches ``min_ratio`` at ``total``, the run's ``max_steps``. A resumed run whose
-    ``max_steps`` differs calls :meth:`stretch_to` with its new end: from the resume step on, the
-    factor decays along a cosine from the value the schedule had at that step to ``min_ratio``
-    at the new end. The rate is continuous at the resume (no jump for the restored optimiser
-    moments), never rises, and reaches its floor at the new end only. A resume with the same
-    ``max_steps`` changes nothing, so it repeats the uninterrupted run exactly. A run resumed
-    after its old end is already at the floor and stays there (a continuous, non-increasing
-    rate cannot leave it).
+    ``max_steps`` differs calls :meth:`stretch_to` with its new end, and the schedule from the
+    resume step on depends on where the run stood:
+
+    * Resumed before its end (the factor above ``min_ratio``): the factor decays along a cosine
+      from the value the schedule had at the resume step to ``min_ratio`` at the new end. The
+      rate is continuous at the resume (no jump for the restored optimiser moments), never
+      rises, and reaches its floor at the new end only.
+    * Resumed at or after its end (the factor at ``min_ratio``): the run is re-warmed, as in
+      continual pretraining (Gupta et al. 2023, "Continual Pre-Training of Large Language
+      Models: How to (re)warm your model?"). The factor rises linearly from ``min_ratio`` over
+      ``warmup`` steps (at least 1; fewer if the new end is that close, see
+      :meth:`rewarm_steps`) to the value that the schedule planned for the new end
+      (``WarmupCosine(warmup, end, min_ratio)``) has at the resume step plus ``warmup``, then
+      follows that planned schedule to ``min_ratio`` at the new end. It too is continuous at
+      the resume and reaches the floor at the new end only; a continuous stretch that never
+      rose would leave the run at its floor for all the new steps.
+
+    A resume with the same ``max_steps`` changes nothing, so it repeats the uninterrupted run
+    exactly; a constant schedule (``cosine=False``) is never changed.
 
     A callable object (not a closure) so the scheduler state pickles and checkpoints cleanly:
     ``LambdaLR`` saves its ``__dict__`` (plain numbers and a list of tuples, loadable with
@@ -121,38 +133,64 @@ class WarmupCosine:
         self.total = int(total)
         self.min_ratio = float(min_ratio)
         self.cosine = bool(cosine)
-        #: ``(step, factor at step, end)`` of each stretch, in order: from ``step`` on, a cosine
-        #: from that factor down to ``min_ratio`` at ``end``.
-        self.stretches: list[tuple[int, float, int]] = []
+        #: ``(step, factor at step, end, rewarm)`` of each stretch, in order. ``rewarm == 0``:
+        #: from ``step`` on, a cosine from that factor down to ``min_ratio`` at ``end``.
+        #: ``rewarm > 0``: a linear ramp from that factor (the floor) over ``rewarm`` steps to
+        #: the schedule planned for ``end``, then that schedule. (Checkpoints written before
+        #: re-warming existed hold 3-tuples, read as ``rewarm == 0``.)
+        self.stretches: list[tuple[int, float, int, int]] = []
 
     @property
     def end(self) -> int:
         """The step at which the factor reaches ``min_ratio`` (after any stretch)."""
         return int(self.stretches[-1][2]) if self.stretches else self.total
 
+    @staticmethod
+    def rewarm_steps(warmup: int, step: int, end: int) -> int:
+        """Length of the re-warm of a run resumed at ``step`` (at its floor) to end at ``end``.
+
+        ``warmup`` steps, at least 1, and short enough to peak before ``end`` (where the planned
+        schedule is back at its floor); 0 when only ``step`` itself is left to train.
+        """
+        return max(0, min(max(1, int(warmup)), int(end) - int(step) - 1))
+
     def _decay(self, start_factor: float, progress: float) -> float:
         progress = min(1.0, max(0.0, progress))
         span = start_factor - self.min_ratio
         return self.min_ratio + span * 0.5 * (1 + math.cos(math.pi * progress))
 
-    def __call__(self, step: int) -> float:
-        """Factor of the peak learning rate at ``step``."""
-        for start, factor, end in reversed(self.stretches):
-            if step >= start:
-                return self._decay(float(factor), (step - start) / max(1, int(end) - start))
+    def _planned(self, step: int, total: int) -> float:
+        """The factor at ``step`` of the schedule planned for ``total`` steps from the start."""
         if self.warmup > 0 and step < self.warmup:
             return (step + 1) / self.warmup
         if not self.cosine:
             return 1.0
-        span = max(1, self.total - self.warmup)
+        span = max(1, total - self.warmup)
         return self._decay(1.0, (step - self.warmup) / span)
+
+    def __call__(self, step: int) -> float:
+        """Factor of the peak learning rate at ``step``."""
+        for start, factor, end, *rest in reversed(self.stretches):
+            if step < start:
+                continue
+            start, factor, end = int(start), float(factor), int(end)
+            rewarm = int(rest[0]) if rest else 0
+            if rewarm <= 0:
+                return self._decay(factor, (step - start) / max(1, end - start))
+            if step >= start + rewarm:
+                return self._planned(step, end)
+            peak = self._planned(start + rewarm, end)
+            return factor + (peak - factor) * (step - start) / rewarm
+        return self._planned(step, self.total)
 
     def stretch_to(self, end: int, step: int) -> None:
         """Make the schedule end at ``end``, continuing from ``step`` (a resumed run's first).
 
         Within the warm-up the cosine has not begun, so the schedule simply becomes the one
-        planned for ``end``; after it, a stretch continues from the factor at ``step``. Nothing
-        changes when ``end`` is already the end, or for a constant schedule.
+        planned for ``end``. After it and before the current end, a stretch continues the decay
+        from the factor at ``step``; at or after the current end (the factor at its floor), a
+        re-warm of :meth:`rewarm_steps` steps leads into the schedule planned for ``end``.
+        Nothing changes when ``end`` is already the end, or for a constant schedule.
 
         Raises:
             ValueError: ``end`` is not after ``step``.
@@ -165,7 +203,8 @@ class WarmupCosine:
         if step < self.warmup and not self.stretches:
             self.total = end
             return
-        self.stretches = [*self.stretches, (step, float(self(step)), end)]
+        rewarm = self.rewarm_steps(self.warmup, step, end) if step >= self.end else 0
+        self.stretches = [*self.stretches, (step, float(self(step)), end, rewarm)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -414,8 +453,9 @@ class PretrainModule(L.LightningModule):
         """Fit the learning-rate schedule restored from a checkpoint to this run's ``max_steps``.
 
         A resume restores the schedule of the interrupted run (its end included); when
-        ``--max-steps`` changed, the schedule is stretched to the new end from the resume step
-        (:meth:`WarmupCosine.stretch_to`). A fresh run, or a resume with the same
+        ``--max-steps`` changed, the schedule is fitted to the new end from the resume step
+        (:meth:`WarmupCosine.stretch_to`: a continuous stretch, or a re-warm for a run that had
+        reached its floor). A fresh run, or a resume with the same
         ``max_steps``, is left as it is.
         """
         schedulers = self.lr_schedulers()

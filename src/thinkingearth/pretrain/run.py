@@ -15,13 +15,16 @@ Output folder ``OUT``::
 data-order position restored; a run that would overwrite checkpoints without ``--resume`` is
 refused, and so is ``--resume`` with no checkpoint or a corrupt one. Augmentations and MAE masks
 are drawn from ``(seed, step, rank)``, so a resumed run repeats exactly what the uninterrupted run
-would have done. A run resumed with a different ``--max-steps`` stretches its learning-rate
-schedule to the new end: from the resume step the rate decays along a cosine from the value it
-had there to its floor (``optim.min_lr_ratio * optim.lr``) at the new ``max_steps``, so it is
-continuous at the resume and reaches the floor only at the new end (the stretch is stored in the
-checkpoint; see :class:`~thinkingearth.pretrain.modules.WarmupCosine`). A run that had already
-reached its old end is at the floor and stays there. With the same ``--max-steps`` the schedule
-is the uninterrupted run's, exactly.
+would have done. A run resumed with a different ``--max-steps`` fits its learning-rate schedule
+to the new end (the change is stored in the checkpoint; see
+:class:`~thinkingearth.pretrain.modules.WarmupCosine`). Resumed before its old end, the rate
+decays from the resume step along a cosine from the value it had there to its floor
+(``optim.min_lr_ratio * optim.lr``) at the new ``max_steps``. Resumed at or after its old end
+(a finished run, at the floor), it is re-warmed as in continual pretraining (Gupta et al. 2023):
+the rate rises linearly from the floor over ``optim.warmup_steps`` steps (at least 1) to the
+schedule planned for the new ``max_steps``, then follows that schedule's cosine down. Either way
+the rate is continuous at the resume and reaches the floor only at the new end. With the same
+``--max-steps`` the schedule is the uninterrupted run's, exactly.
 
 Scaling: ``trainer.devices``/``num_nodes`` with ``strategy: ddp`` run Lightning DDP (gloo on CPU,
 NCCL on GPUs); Lightning starts the processes itself, or joins those of ``torchrun`` or SLURM.
@@ -201,7 +204,7 @@ def run_pretrain(
         read_checkpoint,
     )
     from thinkingearth.pretrain.data import PretrainDataModule
-    from thinkingearth.pretrain.modules import CHECKPOINT_FORMAT, build_module
+    from thinkingearth.pretrain.modules import CHECKPOINT_FORMAT, WarmupCosine, build_module
     from thinkingearth.pretrain.teacher import Teacher, build_teacher
     from thinkingearth.pretrain.transforms import Normaliser
 
@@ -240,13 +243,24 @@ def run_pretrain(
         if planned is not None and planned != config.trainer.max_steps:
             # the module stretches the restored schedule (PretrainModule.on_train_start)
             change = f"[pretrain] max_steps {planned} -> {config.trainer.max_steps}"
-            if config.optim.schedule == "cosine":
+            if config.optim.schedule == "cosine" and resumed_from >= planned:
+                rewarm = WarmupCosine.rewarm_steps(
+                    config.optim.warmup_steps, resumed_from, config.trainer.max_steps
+                )
+                change += (
+                    f": the run had finished at its floor learning rate; it re-warms over "
+                    f"{rewarm} steps, then follows the cosine planned for "
+                    f"{config.trainer.max_steps} steps to its floor at step "
+                    f"{config.trainer.max_steps}"
+                    if rewarm
+                    else ": the run had finished at its floor learning rate; with one step "
+                    "left it stays there"
+                )
+            elif config.optim.schedule == "cosine":
                 change += (
                     f": the learning rate decays from its step-{resumed_from} value to its floor "
                     f"at step {config.trainer.max_steps}"
                 )
-                if resumed_from >= planned:
-                    change += " (the run had reached its floor already; it stays there)"
             say(change)
     elif found:
         raise UserInputError(
