@@ -27,15 +27,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal
 
 import yaml
 
+from thinkingearth.configfile import build, merge, plain, read_config, shipped_configs
 from thinkingearth.errors import UserInputError
 from thinkingearth.sensors import get_sensor
 
@@ -61,6 +60,7 @@ __all__ = [
 Recipe = Literal["mae", "softcon", "supcon", "simclr", "cross_sensor", "distill"]
 ContrastTargets = Literal["auto", "softcon", "supcon", "simclr"]
 #: Sensors the synthetic world makes (``thinkingearth.data.synthetic``).
+_FOLDER = "configs"
 SYNTHETIC_SENSORS: tuple[str, ...] = (
     "sentinel-2-l2a",
     "sentinel-2-l1c",
@@ -351,7 +351,7 @@ class PretrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-type (YAML/JSON-safe) dict of the configuration; tuples become lists."""
-        return _plain(dataclasses.asdict(self))
+        return plain(dataclasses.asdict(self))
 
     def validate(self) -> PretrainConfig:
         """Check every value that can be checked without data; returns ``self``.
@@ -544,114 +544,6 @@ def _range_pair(key: str, pair: tuple[float, float], low: float, high: float) ->
         )
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _type_name(tp: Any) -> str:
-    origin = get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in get_args(tp))
-    if origin is tuple:
-        return "a list"
-    if origin is dict:
-        return "a mapping"
-    if tp is type(None):
-        return "null"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` and convert it (lists to tuples)."""
-    origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            raise UserInputError(f"{key} must not be null; expected {_type_name(tp)}")
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, key)
-            except UserInputError as error:
-                errors.append(error)
-        if len(errors) == 1:
-            raise errors[0]
-        raise UserInputError(f"{key} is {value!r}; expected {_type_name(tp)}")
-    if origin is Literal:
-        if value not in get_args(tp):
-            raise UserInputError(
-                f"{key} is {value!r}; expected one of: " + ", ".join(str(a) for a in get_args(tp))
-            )
-        return value
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
-    if origin is tuple:
-        if isinstance(value, str) or not isinstance(value, Sequence):
-            raise UserInputError(f"{key} is {value!r}; expected a list")
-        args = get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise UserInputError(f"{key} has {len(value)} values; expected {len(args)}")
-        return tuple(
-            _convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
-        )
-    if origin is dict or tp is dict:
-        if not isinstance(value, Mapping):
-            raise UserInputError(f"{key} is {value!r}; expected a mapping")
-        return dict(value)
-    if tp is Any:
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise UserInputError(f"{key} is {value!r}; expected true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UserInputError(f"{key} is {value!r}; expected an integer")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise UserInputError(f"{key} is {value!r}; expected a number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise UserInputError(f"{key} is {value!r}; expected a string")
-        return value
-    raise TypeError(f"unsupported annotation {tp!r} for {key}")  # pragma: no cover
-
-
-def _build(cls: Any, data: Any, prefix: str) -> Any:
-    where = prefix or "the config"
-    if not isinstance(data, Mapping):
-        raise UserInputError(f"{where} is {data!r}; expected a mapping of keys to values")
-    hints = get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in names:
-            full = f"{prefix}.{key}" if prefix else str(key)
-            raise UserInputError(
-                f"unknown key {full!r} in the config; expected one of: {', '.join(names)}"
-            )
-    kwargs = {}
-    for key, value in data.items():
-        full = f"{prefix}.{key}" if prefix else str(key)
-        kwargs[key] = _convert(value, hints[key], full)
-    return cls(**kwargs)
-
-
 def config_from_dict(data: Mapping[str, Any]) -> PretrainConfig:
     """Build and validate a :class:`PretrainConfig` from a plain mapping (parsed YAML).
 
@@ -667,7 +559,7 @@ def config_from_dict(data: Mapping[str, Any]) -> PretrainConfig:
         raw = dict(raw)
         raw["sensors"] = [{"sensor": s} if isinstance(s, str) else s for s in raw["sensors"]]
         data["data"] = raw
-    config: PretrainConfig = _build(PretrainConfig, data, "")
+    config: PretrainConfig = build(PretrainConfig, data)
     return config.validate()
 
 
@@ -676,84 +568,18 @@ def config_from_dict(data: Mapping[str, Any]) -> PretrainConfig:
 # ----------------------------------------------------------------------------------------------
 
 
-def _shipped() -> dict[str, Any]:
-    folder = resources.files("thinkingearth") / "configs"
-    if not folder.is_dir():  # pragma: no cover - broken install
-        return {}
-    return {
-        Path(entry.name).stem: entry
-        for entry in folder.iterdir()
-        if entry.name.endswith(".yaml") and entry.is_file()
-    }
-
-
 def list_configs() -> list[str]:
     """Names of the pretraining configurations shipped in the package."""
-    return sorted(name for name in _shipped() if _is_pretrain_config(name))
+    shipped = shipped_configs(_FOLDER)
+    return sorted(name for name in shipped if _is_pretrain_config(shipped[name]))
 
 
-def _is_pretrain_config(name: str) -> bool:
+def _is_pretrain_config(entry: Any) -> bool:
     try:
-        text = _shipped()[name].read_text(encoding="utf-8")
+        data = yaml.safe_load(entry.read_text(encoding="utf-8"))
     except OSError:  # pragma: no cover
         return False
-    data = yaml.safe_load(text)
     return isinstance(data, Mapping) and ("recipe" in data or "base" in data)
-
-
-def _read_raw(name_or_file: str | Path, chain: tuple[str, ...] = ()) -> dict[str, Any]:
-    text: str
-    label = str(name_or_file)
-    path = Path(name_or_file)
-    shipped = _shipped()
-    if path.suffix in (".yaml", ".yml") or path.is_file():
-        if not path.is_file():
-            raise UserInputError(f"config file {path} does not exist")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as error:
-            raise UserInputError(f"cannot read config {path}: {error.strerror}") from None
-    elif label in shipped:
-        text = shipped[label].read_text(encoding="utf-8")
-    else:
-        raise UserInputError(
-            f"unknown config {label!r}: not a file and not a shipped config; expected a YAML file "
-            f"or one of: {', '.join(list_configs())}"
-        )
-    if label in chain:
-        raise UserInputError(f"config {label!r} extends itself (base chain {' -> '.join(chain)})")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        first = str(error).strip().splitlines()[0]
-        raise UserInputError(f"config {label} is not valid YAML ({first})") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise UserInputError(f"config {label} must be a mapping of keys to values")
-    data = dict(data)
-    base = data.get("base")
-    if base is not None:
-        if not isinstance(base, str):
-            raise UserInputError(f"base in {label} must be a config name or file, got {base!r}")
-        base_path = Path(base)
-        if not base_path.is_absolute() and path.is_file() and (path.parent / base_path).is_file():
-            base = str(path.parent / base_path)
-        merged = merge(_read_raw(base, (*chain, label)), data)
-        merged.pop("base", None)
-        return merged
-    return data
-
-
-def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge ``over`` into ``base`` recursively: mappings merge, everything else replaces."""
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def load_config(
@@ -768,7 +594,7 @@ def load_config(
     Raises:
         UserInputError: Unknown name, unreadable file, invalid YAML or an invalid configuration.
     """
-    data = _read_raw(name_or_file)
+    data = read_config(name_or_file, _FOLDER, list_configs)
     if overrides:
         data = merge(data, overrides)
     return config_from_dict(data)
