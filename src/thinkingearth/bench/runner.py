@@ -28,15 +28,13 @@ A frozen encoder's features are computed once per sample and run (``Suite.cache_
 from __future__ import annotations
 
 import csv
-import logging
 import math
 import os
 import platform
 import re
 import time
 import traceback
-import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -52,11 +50,18 @@ from thinkingearth.data.transforms import Normaliser
 from thinkingearth.errors import UserInputError
 from thinkingearth.fileio import atomic_file, check_writable_parent
 from thinkingearth.models.baselines import BASELINES, Backbone, UnsupportedTaskError
+from thinkingearth.progress import QuietLightning, progress_callbacks
 from thinkingearth.tasks.protocols import (
     FeatureCache,
     TaskModule,
     check_protocol,
     label_fraction_indices,
+)
+from thinkingearth.tasks.training import (
+    NormalisedDataset,
+    build_task_module,
+    fit_normaliser,
+    target_stats_of,
 )
 
 __all__ = [
@@ -237,53 +242,20 @@ def plan_runs(
 # ----------------------------------------------------------------------------------------------
 
 
-class _Normalised(Dataset[dict[str, Any]]):
-    """Samples of a split, normalised, with a ``key`` naming the sample (for feature caches)."""
-
-    def __init__(
-        self, raw: Dataset[dict[str, Any]], normaliser: Normaliser, split: str, cache: bool
-    ) -> None:
-        self.raw = raw
-        self.normaliser = normaliser
-        self.split = split
-        self._cache: dict[int, dict[str, Any]] | None = {} if cache else None
-
-    def __len__(self) -> int:
-        return len(self.raw)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if self._cache is not None and index in self._cache:
-            return self._cache[index]
-        sample = dict(self.raw[index])
-        sample["image"] = self.normaliser(sample["image"], sample["sensor"], sample["bands"])
-        sample["key"] = f"{self.split}:{index}"
-        if self._cache is not None:
-            self._cache[index] = sample
-        return sample
-
-
 @dataclass
 class _Prepared:
-    train: _Normalised
-    test: _Normalised
+    train: NormalisedDataset
+    test: NormalisedDataset
     normalisation: str
     in_channels: int
     time_steps: int | None
-
-
-def _images(dataset: Dataset[dict[str, Any]], count: int) -> Iterable[torch.Tensor]:
-    for i in range(min(count, len(dataset))):  # type: ignore[arg-type]
-        image = dataset[i]["image"]
-        yield from image.reshape(-1, *image.shape[-3:])
 
 
 def _prepare(task: TaskSpec, suite: Suite) -> _Prepared:
     splits: dict[Split, Dataset[dict[str, Any]]] = {s: task.load(s) for s in ("train", "test")}
     first = splits["train"][0]
     sensor, bands = first["sensor"], tuple(first["bands"])
-    normaliser = Normaliser()
-    if normaliser.needs_fit(sensor, bands):
-        normaliser.fit(sensor, bands, _images(splits["train"], suite.stats_samples))
+    normaliser = fit_normaliser(splits["train"], suite.stats_samples)
     image = first["image"]
     series = task.kind == "change"
     if series and image.ndim != 4:
@@ -292,19 +264,12 @@ def _prepare(task: TaskSpec, suite: Suite) -> _Prepared:
             f"got {tuple(image.shape)}"
         )
     return _Prepared(
-        train=_Normalised(splits["train"], normaliser, "train", suite.cache_samples),
-        test=_Normalised(splits["test"], normaliser, "test", suite.cache_samples),
+        train=NormalisedDataset(splits["train"], normaliser, "train", suite.cache_samples),
+        test=NormalisedDataset(splits["test"], normaliser, "test", suite.cache_samples),
         normalisation=Normaliser.mode(sensor, bands),
         in_channels=int(image.shape[-3]),
         time_steps=int(image.shape[0]) if series else None,
     )
-
-
-def _target_stats(dataset: Dataset[dict[str, Any]], limit: int = 1024) -> tuple[float, float]:
-    from thinkingearth.tasks.regression import target_stats
-
-    n = min(limit, len(dataset))  # type: ignore[arg-type]
-    return target_stats([dataset[i]["target"] for i in range(n)])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -315,53 +280,16 @@ def _target_stats(dataset: Dataset[dict[str, Any]], limit: int = 1024) -> tuple[
 def _task_module(
     task: TaskSpec, net: Any, protocol: str, suite: Suite, train: Dataset[dict[str, Any]]
 ) -> TaskModule:
-    from thinkingearth.tasks.change import ChangeTask
-    from thinkingearth.tasks.classification import ClassificationTask
-    from thinkingearth.tasks.regression import RegressionTask
-    from thinkingearth.tasks.segmentation import SegmentationTask
-
-    lr = suite.lr[protocol]
-    names = task.class_names or None
-    p = check_protocol(protocol)
-    if task.kind in _CLASSIFICATION:
-        return ClassificationTask(
-            net,
-            task.num_classes,
-            multilabel=task.kind == "multilabel",
-            protocol=p,
-            lr=lr,
-            class_names=names,
-        )
-    if task.kind == "segmentation":
-        return SegmentationTask(
-            net,
-            task.num_classes,
-            ignore_index=task.ignore_index,
-            protocol=p,
-            decoder_channels=suite.decoder_channels,
-            lr=lr,
-            class_names=names,
-        )
-    if task.kind == "change":
-        flood = task.num_classes == 3 and task.ignore_index == 3
-        return ChangeTask(
-            net,
-            task.num_classes,
-            ignore_index=task.ignore_index,
-            protocol=p,
-            decoder_channels=suite.decoder_channels,
-            lr=lr,
-            class_names=names,
-            metrics="flood" if flood else "segmentation",
-        )
-    mean, std = _target_stats(train)
-    return RegressionTask(
+    return build_task_module(
+        task.kind,
         net,
-        target_mean=mean,
-        target_std=std,
-        protocol=p,
+        num_classes=task.num_classes,
+        protocol=protocol,
+        lr=suite.lr[protocol],
+        class_names=task.class_names or None,
+        ignore_index=task.ignore_index,
         decoder_channels=suite.decoder_channels,
-        lr=lr,
+        target_stats=target_stats_of(train) if task.kind == "regression" else (0.0, 1.0),
     )
 
 
@@ -457,6 +385,7 @@ def _run_one(
         module = _task_module(task, net, key.protocol, suite, train)
         loader, batch = _train_loader(train, suite, key.seed)
         test_loader = _test_loader(prepared.test, suite)
+        progress, bar = progress_callbacks(log, f"[bench] {_run_id(key)}")
         trainer = L.Trainer(
             accelerator="gpu" if device.type == "cuda" else "cpu",
             devices=1,
@@ -464,7 +393,8 @@ def _run_one(
             max_epochs=1,
             logger=CSVLogger(str(logs), name=_run_id(key)),
             log_every_n_steps=max(1, min(50, suite.max_steps // 4)),
-            enable_progress_bar=False,
+            callbacks=progress,
+            enable_progress_bar=bar,
             enable_checkpointing=False,
             enable_model_summary=False,
             num_sanity_val_steps=0,
@@ -511,30 +441,6 @@ def _run_one(
 # ----------------------------------------------------------------------------------------------
 # The benchmark
 # ----------------------------------------------------------------------------------------------
-
-
-class _Quiet:
-    """Silence Lightning's per-run banners and hints (GPU available, few workers, …)."""
-
-    _NAMES = ("lightning.pytorch", "lightning.fabric", "lightning")
-
-    def __enter__(self) -> _Quiet:
-        self._levels = {n: logging.getLogger(n).level for n in self._NAMES}
-        for name in self._NAMES:
-            logging.getLogger(name).setLevel(logging.WARNING)
-        self._warnings = warnings.catch_warnings()
-        self._warnings.__enter__()
-        warnings.filterwarnings("ignore", module=r"lightning(\..*)?$")
-        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=r".*validation_step.*val_dataloader.*")
-        # tiny test splits miss some labels; the metric then says so for every run
-        warnings.filterwarnings("ignore", message=r"No positive samples found in target.*")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._warnings.__exit__(None, None, None)
-        for name, level in self._levels.items():
-            logging.getLogger(name).setLevel(level)
 
 
 def _seed_list(seeds: int | Sequence[int]) -> list[int]:
@@ -665,7 +571,7 @@ def _run_bench(
     )
     failed: list[dict[str, Any]] = []
     ran = 0
-    with _Quiet():
+    with QuietLightning():
         for task in spec.tasks:
             todo = [k for k in pending if k.task == task.name]
             if not todo:

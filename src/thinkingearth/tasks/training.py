@@ -1,0 +1,191 @@
+"""What every supervised training run shares: normalised data and the task module of a kind.
+
+``thinkingearth bench`` (many runs under one protocol) and ``thinkingearth finetune`` (one run
+that ends in a saved model) train the same way, so both use these pieces:
+
+* :class:`NormalisedDataset`: a reader's Samples with ``image`` normalised by the one
+  :class:`~thinkingearth.data.transforms.Normaliser` of the toolkit, and a ``key`` per sample
+  (for frozen-feature caches);
+* :func:`fit_normaliser`: the normaliser of a split, with statistics estimated on its first
+  samples where the sensor registry publishes none;
+* :func:`build_task_module`: the :class:`~thinkingearth.tasks.protocols.TaskModule` of a task
+  kind (classification, multi-label, segmentation, change detection, regression) around a
+  network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+import torch
+from torch.utils.data import Dataset
+
+from thinkingearth.data.transforms import Normaliser
+from thinkingearth.models.baselines import Backbone, DenseModel, TaskKind
+from thinkingearth.models.heads import DenseHeadKind
+from thinkingearth.tasks.metrics import KURO_SIWO_IGNORE_INDEX
+from thinkingearth.tasks.protocols import TaskModule, check_protocol
+
+__all__ = [
+    "CLASSIFICATION_KINDS",
+    "NormalisedDataset",
+    "build_task_module",
+    "fit_normaliser",
+    "target_stats_of",
+]
+
+#: Task kinds whose labels are per scene (``label``), not per pixel (``mask``, ``target``).
+CLASSIFICATION_KINDS: tuple[str, ...] = ("classification", "multilabel")
+
+
+class NormalisedDataset(Dataset[dict[str, Any]]):
+    """Samples of a split with ``image`` normalised and a ``key`` naming the sample.
+
+    Args:
+        raw: The reader's dataset of Samples in stored units.
+        normaliser: The normalisation (SAR in the Sample's ``units``; see
+            :class:`~thinkingearth.data.transforms.Normaliser`).
+        split: Split name, the prefix of ``key``.
+        cache: Keep normalised samples in memory (small data sets).
+    """
+
+    def __init__(
+        self, raw: Dataset[dict[str, Any]], normaliser: Normaliser, split: str, cache: bool
+    ) -> None:
+        """Wrap the dataset."""
+        self.raw = raw
+        self.normaliser = normaliser
+        self.split = split
+        self._cache: dict[int, dict[str, Any]] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.raw)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        sample = dict(self.raw[index])
+        sample["image"] = self.normaliser(
+            sample["image"], sample["sensor"], sample["bands"], units=sample.get("units")
+        )
+        sample["key"] = f"{self.split}:{index}"
+        if self._cache is not None:
+            self._cache[index] = sample
+        return sample
+
+
+def _images(dataset: Dataset[dict[str, Any]], count: int) -> Iterable[torch.Tensor]:
+    for i in range(min(count, len(dataset))):  # type: ignore[arg-type]
+        image = dataset[i]["image"]
+        yield from image.reshape(-1, *image.shape[-3:])
+
+
+def fit_normaliser(train: Dataset[dict[str, Any]], samples: int = 32) -> Normaliser:
+    """The normaliser of a training split (statistics estimated where none are published).
+
+    Args:
+        train: Raw training Samples (one sensor and band set).
+        samples: How many of the first samples estimate statistics when needed.
+    """
+    first = train[0]
+    sensor, bands = first["sensor"], tuple(first["bands"])
+    normaliser = Normaliser()
+    if normaliser.needs_fit(sensor, bands):
+        normaliser.fit(sensor, bands, _images(train, samples))
+    return normaliser
+
+
+def target_stats_of(dataset: Dataset[dict[str, Any]], limit: int = 1024) -> tuple[float, float]:
+    """Mean and standard deviation of the regression targets of the first ``limit`` samples."""
+    from thinkingearth.tasks.regression import target_stats
+
+    n = min(limit, len(dataset))  # type: ignore[arg-type]
+    return target_stats([dataset[i]["target"] for i in range(n)])
+
+
+def build_task_module(
+    kind: TaskKind,
+    net: Backbone | DenseModel,
+    *,
+    num_classes: int,
+    protocol: str,
+    lr: float,
+    class_names: Sequence[str] | None = None,
+    ignore_index: int | None = None,
+    decoder_channels: int = 128,
+    weight_decay: float = 0.05,
+    warmup: float = 0.05,
+    fusion: Literal["diff", "concat"] = "diff",
+    target_stats: tuple[float, float] = (0.0, 1.0),
+    head: DenseHeadKind | None = None,
+) -> TaskModule:
+    """The task module of ``kind`` around ``net``.
+
+    Change detection with Kuro Siwo's classes (3, ignore index 3) reports the flood metrics
+    (water F1, flood IoU/F1); other class sets report segmentation metrics.
+
+    Args:
+        kind: ``classification``, ``multilabel``, ``segmentation``, ``change`` or ``regression``.
+        net: The backbone (the task adds its head) or a complete dense model.
+        num_classes: Classes or labels (ignored for regression).
+        protocol: ``linear-probe``, ``frozen-upernet`` or ``finetune``.
+        lr: Peak learning rate.
+        class_names: Names for per-class metrics.
+        ignore_index: Mask value ignored by loss and metrics.
+        decoder_channels: UPerNet width.
+        weight_decay: AdamW weight decay.
+        warmup: Share of steps with linear warm-up.
+        fusion: How change detection fuses pre- and post-event features.
+        target_stats: Mean and standard deviation of regression targets.
+        head: Dense head kind (default: by protocol, see
+            :func:`thinkingearth.tasks.segmentation.head_for`).
+    """
+    from thinkingearth.tasks.change import ChangeTask
+    from thinkingearth.tasks.classification import ClassificationTask
+    from thinkingearth.tasks.regression import RegressionTask
+    from thinkingearth.tasks.segmentation import SegmentationTask
+
+    p = check_protocol(protocol)
+    names = tuple(class_names) if class_names else None
+    common: dict[str, Any] = dict(protocol=p, lr=lr, weight_decay=weight_decay, warmup=warmup)
+    if kind in CLASSIFICATION_KINDS:
+        if not isinstance(net, Backbone):
+            raise TypeError(f"{type(net).__name__} gives no pooled features for {kind}")
+        return ClassificationTask(
+            net, num_classes, multilabel=kind == "multilabel", class_names=names, **common
+        )
+    if kind == "segmentation":
+        return SegmentationTask(
+            net,
+            num_classes,
+            ignore_index=ignore_index,
+            decoder_channels=decoder_channels,
+            class_names=names,
+            head=head,
+            **common,
+        )
+    if kind == "change":
+        flood = num_classes == 3 and ignore_index == KURO_SIWO_IGNORE_INDEX
+        return ChangeTask(
+            net,
+            num_classes,
+            ignore_index=ignore_index,
+            fusion=fusion,
+            decoder_channels=decoder_channels,
+            class_names=names,
+            metrics="flood" if flood else "segmentation",
+            head=head,
+            **common,
+        )
+    if kind == "regression":
+        mean, std = target_stats
+        return RegressionTask(
+            net,
+            target_mean=mean,
+            target_std=std,
+            decoder_channels=decoder_channels,
+            head=head,
+            **common,
+        )
+    raise ValueError(f"unknown task kind {kind!r}")
