@@ -130,8 +130,18 @@ class Normaliser:
         std_t = torch.tensor([p[1] for p in pairs], dtype=torch.float32)
         return mean_t, std_t
 
-    def __call__(self, image: Tensor, sensor: str, bands: Sequence[str]) -> Tensor:
-        """Normalise ``image`` ``[..., C, H, W]`` of ``sensor`` with channels ``bands``."""
+    def __call__(
+        self, image: Tensor, sensor: str, bands: Sequence[str], units: str | None = None
+    ) -> Tensor:
+        """Normalise ``image`` ``[..., C, H, W]`` of ``sensor`` with channels ``bands``.
+
+        Args:
+            image: Values in stored units.
+            sensor: Registry sensor name.
+            bands: Band names of the channels.
+            units: SAR units of the values, ``"linear"`` (sigma0, the default) or ``"db"``
+                (as BigEarthNet-S1 and Sen1Floods11 store it; the Sample's ``units``).
+        """
         spec = get_sensor(sensor)
         names = [spec.band(b).name for b in bands]
         if image.shape[-3] != len(names):
@@ -141,11 +151,17 @@ class Normaliser:
         mean, std = self.mean_std(spec.name, names)
         shape = (len(names), 1, 1)
         x = image.to(torch.float32)
-        valid = torch.isfinite(x) & self._valid_mask(spec.name, names, x.movedim(-3, 0)).movedim(
-            0, -3
-        )
+        if units is not None and str(units).lower() not in ("linear", "db"):
+            raise UserInputError(f"unknown SAR units {units!r}; expected 'linear' or 'db'")
+        in_db = units is not None and str(units).lower() == "db"
+        valid = torch.isfinite(x)
+        if not in_db:  # the registry's no-data value (0 sigma0) is a real value in dB
+            valid &= self._valid_mask(spec.name, names, x.movedim(-3, 0)).movedim(0, -3)
         if self.mode(spec.name, names) == "sar_db":
-            x = 10.0 * torch.log10(x.clamp_min(_DB_FLOOR))
+            if not in_db:
+                x = 10.0 * torch.log10(x.clamp_min(_DB_FLOOR))
+            else:  # already dB: the floor of the linear path, in dB
+                x = x.clamp_min(10.0 * math.log10(_DB_FLOOR))
         x = (x - mean.to(x.device).reshape(shape)) / std.to(x.device).reshape(shape)
         return torch.where(valid, x, torch.zeros_like(x))
 

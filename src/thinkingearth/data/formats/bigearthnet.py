@@ -768,6 +768,7 @@ class BigEarthNet(Dataset):
             "image": image,
             "bands": self.bands,
             "sensor": self.sensor_name,
+            **({"units": "db"} if self.sensor_name == "sentinel-1-grd" else {}),
             "label": label,
             "lon": lon,
             "lat": lat,

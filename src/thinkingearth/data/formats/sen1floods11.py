@@ -381,6 +381,7 @@ class Sen1Floods11(Dataset):
             "mask": torch.from_numpy(mask),
             "bands": self.bands,
             "sensor": self.sensor_name,
+            **({"units": "db"} if self.sensor_name == "sentinel-1-grd" else {}),
             "lon": lon,
             "lat": lat,
             "time": self._time(chip),
