@@ -1,21 +1,26 @@
-"""Trained task checkpoints: a dense task module (encoder + head) saved for scene prediction.
+"""Trained task checkpoints: a task module (backbone + head) saved for prediction.
 
 A task checkpoint is two files side by side, as our encoder checkpoints
 (:mod:`thinkingearth.models.weights`):
 
-* ``<path>.safetensors``: every tensor of the task module (encoder, fusion, head, BatchNorm
+* ``<path>.safetensors``: every tensor of the task module (backbone, fusion, head, BatchNorm
   statistics) under its ``state_dict`` name, plus the encoder's language table if it has one;
-* ``<path>.json``: what rebuilds the module and runs it: format marker, the encoder
-  configuration, the backbone settings (patch size, block indices, metadata use), the head
-  (``upernet``/``linear``, width, fusion for change tasks), the task (``flood``, ``water`` or
-  ``landcover``) and its class names, the sensor, band names and number of acquisitions the
-  module was trained with, the :class:`~thinkingearth.data.transforms.Normaliser`
-  (``to_dict``) that turns raw stored values into its inputs, and the tile size.
+* ``<path>.json``: what rebuilds the module and runs it: format marker, the module kind
+  (``classification``, ``multilabel``, ``segmentation``, ``change``, ``regression``), the
+  backbone (the any-sensor encoder's configuration with its patch size, block indices and
+  whether it reads metadata; or a supervised baseline by name with the arguments that build
+  it), the head (``upernet``/``linear``, width, fusion for change tasks, target statistics for
+  regression), the task name (``flood``, ``water``, ``landcover`` for the scene predictor, or
+  the name of the task it was trained on) and its class names, the sensor, band names and number
+  of acquisitions the module was trained with, the
+  :class:`~thinkingearth.data.transforms.Normaliser` (``to_dict``) that turns raw stored values
+  (SAR as linear sigma0) into its inputs, and the tile size.
 
-Only safetensors are read; nothing is unpickled. Supported modules are
-:class:`~thinkingearth.tasks.segmentation.SegmentationTask` (single images) and
-:class:`~thinkingearth.tasks.change.ChangeTask` (image series) on an
-:class:`~thinkingearth.tasks.protocols.EncoderBackbone`.
+Only safetensors are read; nothing is unpickled. Every task module of
+:mod:`thinkingearth.tasks` is supported, on an
+:class:`~thinkingearth.tasks.protocols.EncoderBackbone` or on a baseline of
+:mod:`thinkingearth.models.baselines` (for which ``save_task`` takes the ``baseline`` arguments,
+since a built network does not remember them).
 
 This module writes and rebuilds the module; :func:`thinkingearth.infer.task_model.load_task`
 wraps it as a :class:`~thinkingearth.infer.model.SceneModel` (infer reads tasks, never the
@@ -25,7 +30,7 @@ other way round).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,21 +41,40 @@ from safetensors.torch import load_file, save_file
 from thinkingearth.data.transforms import Normaliser
 from thinkingearth.errors import UserInputError
 from thinkingearth.fileio import atomic_file
+from thinkingearth.models.baselines import build_baseline
 from thinkingearth.models.encoder import Encoder, EncoderConfig
 from thinkingearth.models.heads import DenseHead, UPerNet
 from thinkingearth.models.weights import CheckpointFormatError
 from thinkingearth.sensors import get_sensor
 from thinkingearth.tasks.change import ChangeTask
-from thinkingearth.tasks.protocols import EncoderBackbone
+from thinkingearth.tasks.classification import ClassificationTask
+from thinkingearth.tasks.protocols import EncoderBackbone, TaskModule
+from thinkingearth.tasks.regression import RegressionTask
 from thinkingearth.tasks.segmentation import SegmentationTask
+from thinkingearth.tasks.training import build_task_module
 
-__all__ = ["TASK_FORMAT", "TASK_KINDS", "TaskCheckpoint", "load_task_module", "save_task"]
+__all__ = [
+    "MODULE_KINDS",
+    "TASK_FORMAT",
+    "TASK_KINDS",
+    "TaskCheckpoint",
+    "load_task_module",
+    "save_task",
+]
 
 #: Format marker of the JSON file.
 TASK_FORMAT: str = "thinkingearth.task"
-_FORMAT_VERSION = 1
-#: The tasks a checkpoint can hold (the scene predictor's tasks).
+_FORMAT_VERSION = 2
+#: The scene predictor's tasks (a checkpoint may also name the task it was trained on).
 TASK_KINDS: tuple[str, ...] = ("flood", "water", "landcover")
+#: Module kinds a checkpoint can hold.
+MODULE_KINDS: tuple[str, ...] = (
+    "classification",
+    "multilabel",
+    "segmentation",
+    "change",
+    "regression",
+)
 _TABLE_KEY = "__language_table__"
 
 
@@ -62,9 +86,24 @@ def _paths(path: str | Path) -> tuple[Path, Path]:
 
 @dataclass
 class TaskCheckpoint:
-    """A rebuilt task module (eval mode) and the facts stored with it."""
+    """A rebuilt task module (eval mode) and the facts stored with it.
 
-    module: SegmentationTask
+    Attributes:
+        module: The task module, eval mode, on the CPU.
+        kind: Module kind (:data:`MODULE_KINDS`).
+        task: Task name (a scene task of :data:`TASK_KINDS`, or the training task's name).
+        classes: Class names (empty for regression).
+        sensor: Registry name of the input sensor.
+        bands: Input bands in channel order.
+        acquisitions: Acquisitions per input (change detection: 2 or more).
+        normaliser: The normalisation of stored values (SAR as linear sigma0).
+        tile: Tile side in pixels to predict with.
+        uses_metadata: The backbone reads ``lon``, ``lat``, ``time`` and ``gsd`` of its inputs.
+        path: The ``.safetensors`` file.
+    """
+
+    module: TaskModule
+    kind: str
     task: str
     classes: tuple[str, ...]
     sensor: str
@@ -72,11 +111,24 @@ class TaskCheckpoint:
     acquisitions: int
     normaliser: Normaliser
     tile: int
+    uses_metadata: bool
     path: Path
 
 
+def _module_kind(module: TaskModule) -> str:
+    if isinstance(module, ChangeTask):
+        return "change"
+    if isinstance(module, SegmentationTask):
+        return "segmentation"
+    if isinstance(module, RegressionTask):
+        return "regression"
+    if isinstance(module, ClassificationTask):
+        return "multilabel" if module.multilabel else "classification"
+    raise UserInputError(f"save_task saves task modules of thinkingearth.tasks; got {module!r}")
+
+
 def save_task(
-    module: SegmentationTask,
+    module: TaskModule,
     path: str | Path,
     *,
     task: str,
@@ -86,20 +138,26 @@ def save_task(
     normaliser: Normaliser,
     tile: int,
     acquisitions: int | None = None,
+    baseline: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Save a trained dense task module as ``<path>.safetensors`` + ``<path>.json``.
+    """Save a trained task module as ``<path>.safetensors`` + ``<path>.json``.
 
     Args:
-        module: A :class:`SegmentationTask` or :class:`ChangeTask` on an
-            :class:`EncoderBackbone`.
+        module: A task module of :mod:`thinkingearth.tasks` on an :class:`EncoderBackbone`, or
+            on a baseline (then pass ``baseline``).
         path: Target path, with or without the ``.safetensors`` suffix.
-        task: ``flood``, ``water`` or ``landcover``.
-        classes: One name per output class of the module.
+        task: ``flood``, ``water`` or ``landcover`` for the scene predictor, or the name of the
+            task it was trained on (letters, digits, ``-`` and ``_``).
+        classes: One name per output class of the module (empty for regression).
         sensor: Registry name of the input sensor.
         bands: Input bands in the module's channel order.
         normaliser: The normalisation the module was trained with.
         tile: Tile side in pixels to predict with.
-        acquisitions: Acquisitions per input (default: 1 for segmentation, 3 for change).
+        acquisitions: Acquisitions per input (default: 1, or 3 for change detection).
+        baseline: For a baseline network, the arguments of
+            :func:`thinkingearth.models.baselines.build_baseline` that rebuild it (``name``,
+            ``in_channels`` and the keyword arguments it was built with; the task kind, number
+            of outputs and acquisitions are added here).
 
     Returns:
         The path of the ``.safetensors`` file.
@@ -107,20 +165,14 @@ def save_task(
     Raises:
         UserInputError: For a module, task, class list, sensor or band list that does not fit.
     """
-    if task not in TASK_KINDS:
-        raise UserInputError(f"unknown task {task!r}; expected one of: {', '.join(TASK_KINDS)}")
-    if not isinstance(module, SegmentationTask) or not isinstance(module.backbone, EncoderBackbone):
-        raise UserInputError(
-            "save_task saves a SegmentationTask or ChangeTask on an EncoderBackbone; got "
-            f"{type(module).__name__} on {type(module.backbone).__name__}"
-        )
-    assert isinstance(module.head, DenseHead)
-    change = isinstance(module, ChangeTask)
+    if not task or not all(c.isalnum() or c in "-_" for c in task):
+        raise UserInputError(f"task name {task!r}: expected letters, digits, '-' and '_'")
+    kind = _module_kind(module)
+    change = kind == "change"
     classes = tuple(str(c) for c in classes)
-    if len(classes) != module.num_classes:
-        raise UserInputError(
-            f"the module has {module.num_classes} classes; {len(classes)} names were given"
-        )
+    outputs = 1 if kind == "regression" else int(module.num_classes)  # type: ignore[attr-defined]
+    if kind != "regression" and len(classes) != outputs:
+        raise UserInputError(f"the module has {outputs} classes; {len(classes)} names were given")
     spec = get_sensor(sensor)
     band_names = [b.name for b in spec.select(list(bands))]
     normaliser.mean_std(spec.name, band_names)  # fails now if statistics are missing
@@ -133,40 +185,64 @@ def save_task(
     if tile <= 0:
         raise UserInputError(f"tile must be positive, got {tile}")
     backbone = module.backbone
-    encoder = backbone.encoder
-    head = module.head
-    decoder = head.decoder
-    channels = decoder.classifier.in_channels if isinstance(decoder, UPerNet) else 128
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+    backbone_header: dict[str, Any]
+    encoder_header: dict[str, Any] | None = None
+    if isinstance(backbone, EncoderBackbone):
+        if baseline is not None:
+            raise UserInputError("baseline arguments were given for an encoder backbone")
+        encoder = backbone.encoder
+        keys = sorted(encoder.language_table)
+        if keys:
+            tensors[_TABLE_KEY] = torch.stack([encoder.language_table[k] for k in keys])
+        encoder_header = {"config": encoder.config.to_dict(), "language_keys": keys}
+        backbone_header = {
+            "kind": "encoder",
+            "patch_size": backbone.patch_size,
+            "indices": list(backbone.indices),
+            "use_meta": backbone.use_meta,
+        }
+    else:
+        if baseline is None or "name" not in baseline or "in_channels" not in baseline:
+            raise UserInputError(
+                f"{type(backbone).__name__} is a baseline: save_task needs baseline={{'name': "
+                "..., 'in_channels': ..., ...}, the arguments that built it"
+            )
+        backbone_header = {"kind": "baseline", **{k: _plain(v) for k, v in baseline.items()}}
+    head = getattr(module, "head", None)
+    head_header: dict[str, Any] = {
+        "num_classes": outputs,
+        "ignore_index": getattr(module, "ignore_index", None),
+        "protocol": module.protocol,
+    }
+    if isinstance(head, DenseHead):
+        decoder = head.decoder
+        head_header["kind"] = head.kind
+        head_header["channels"] = int(
+            decoder.classifier.in_channels if isinstance(decoder, UPerNet) else 128
+        )
+    if isinstance(module, ChangeTask):
+        head_header["fusion"] = module.fusion_mode
+    if isinstance(module, RegressionTask):
+        head_header["target_mean"] = module.target_mean
+        head_header["target_std"] = module.target_std
     tensors_path, config_path = _paths(path)
     tensors_path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
-    keys = sorted(encoder.language_table)
-    if keys:
-        tensors[_TABLE_KEY] = torch.stack([encoder.language_table[k] for k in keys])
     header: dict[str, Any] = {
         "format": TASK_FORMAT,
         "format_version": _FORMAT_VERSION,
         "task": task,
-        "module": "change" if change else "segmentation",
+        "module": kind,
         "classes": list(classes),
         "sensor": spec.name,
         "bands": band_names,
         "acquisitions": steps,
         "normaliser": normaliser.to_dict(),
         "tile": int(tile),
-        "encoder": {"config": encoder.config.to_dict(), "language_keys": keys},
-        "backbone": {
-            "patch_size": backbone.patch_size,
-            "indices": list(backbone.indices),
-            "use_meta": backbone.use_meta,
-        },
-        "head": {
-            "kind": head.kind,
-            "channels": int(channels),
-            "num_classes": module.num_classes,
-            "ignore_index": module.ignore_index,
-            "fusion": module.fusion_mode if isinstance(module, ChangeTask) else None,
-        },
+        "uses_metadata": bool(isinstance(backbone, EncoderBackbone) and backbone.use_meta),
+        "encoder": encoder_header,
+        "backbone": backbone_header,
+        "head": head_header,
     }
     # Tensors first, the JSON that names them last, each complete or absent (no half files).
     with atomic_file(tensors_path) as tmp:
@@ -205,37 +281,9 @@ def load_task_module(path: str | Path) -> TaskCheckpoint:
             )
     header = _header(config_path)
     try:
-        head = header["head"]
-        backbone_cfg = header["backbone"]
-        encoder = Encoder(EncoderConfig.from_dict(header["encoder"]["config"]))
-        backbone = EncoderBackbone(
-            encoder,
-            patch_size=backbone_cfg["patch_size"],
-            indices=backbone_cfg["indices"],
-            use_meta=backbone_cfg["use_meta"],
-        )
-        classes = tuple(str(c) for c in header["classes"])
-        common: dict[str, Any] = dict(
-            ignore_index=head["ignore_index"],
-            protocol="finetune",
-            head=head["kind"],
-            decoder_channels=head["channels"],
-            class_names=classes,
-        )
-        module: SegmentationTask
-        if header["module"] == "change":
-            module = ChangeTask(
-                backbone,
-                head["num_classes"],
-                fusion=head["fusion"],
-                metrics="segmentation",
-                **common,
-            )
-        elif header["module"] == "segmentation":
-            module = SegmentationTask(backbone, head["num_classes"], **common)
-        else:
-            raise KeyError(f"module kind {header['module']!r}")
+        module, encoder = _rebuild(header)
         normaliser = Normaliser.from_dict(header["normaliser"])
+        classes = tuple(str(c) for c in header["classes"])
         facts = (
             str(header["task"]),
             str(header["sensor"]),
@@ -243,7 +291,7 @@ def load_task_module(path: str | Path) -> TaskCheckpoint:
             int(header["acquisitions"]),
             int(header["tile"]),
         )
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, UserInputError) as error:
         raise CheckpointFormatError(
             f"{config_path}: incomplete task checkpoint ({error})"
         ) from None
@@ -265,12 +313,13 @@ def load_task_module(path: str | Path) -> TaskCheckpoint:
             f"{tensors_path}: tensors do not match the stored configuration (missing {missing}, "
             f"unexpected {unexpected}, or shapes differ)"
         ) from None
-    keys = header["encoder"].get("language_keys") or []
-    if table is not None and keys:
+    keys = (header.get("encoder") or {}).get("language_keys") or []
+    if encoder is not None and table is not None and keys:
         encoder.set_language_embeddings(dict(zip(keys, table, strict=True)))
     task, sensor, bands, steps, tile = facts
     return TaskCheckpoint(
         module=module.eval(),
+        kind=str(header["module"]),
         task=task,
         classes=classes,
         sensor=sensor,
@@ -278,5 +327,60 @@ def load_task_module(path: str | Path) -> TaskCheckpoint:
         acquisitions=steps,
         normaliser=normaliser,
         tile=tile,
+        uses_metadata=bool(header.get("uses_metadata", False)),
         path=tensors_path,
     )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _rebuild(header: Mapping[str, Any]) -> tuple[TaskModule, Encoder | None]:
+    """The module a header describes, with fresh weights (format versions 1 and 2)."""
+    head = header["head"]
+    backbone_cfg = header["backbone"]
+    kind = str(header["module"])
+    if kind not in MODULE_KINDS:
+        raise ValueError(f"module kind {kind!r}")
+    encoder: Encoder | None = None
+    net: Any
+    if backbone_cfg.get("kind", "encoder") == "encoder":
+        encoder = Encoder(EncoderConfig.from_dict(header["encoder"]["config"]))
+        net = EncoderBackbone(
+            encoder,
+            patch_size=backbone_cfg["patch_size"],
+            indices=backbone_cfg["indices"],
+            use_meta=backbone_cfg["use_meta"],
+        )
+    else:
+        options = {k: v for k, v in backbone_cfg.items() if k not in ("kind", "name")}
+        in_channels = int(options.pop("in_channels"))
+        if "unet_widths" in options:
+            options["unet_widths"] = tuple(options["unet_widths"])
+        steps = int(header["acquisitions"])
+        net = build_baseline(
+            backbone_cfg["name"],
+            kind,  # type: ignore[arg-type]
+            in_channels,
+            int(head["num_classes"]),
+            time_steps=steps if kind == "change" else None,
+            **options,
+        )
+    module = build_task_module(
+        kind,  # type: ignore[arg-type]
+        net,
+        num_classes=int(head["num_classes"]),
+        # Version 1 stored no protocol: its modules were dense heads, rebuilt as fine-tuned.
+        protocol=head.get("protocol", "finetune"),
+        lr=1e-3,
+        class_names=tuple(str(c) for c in header["classes"]) or None,
+        ignore_index=head.get("ignore_index"),
+        decoder_channels=int(head.get("channels", 128)),
+        fusion=head.get("fusion") or "diff",
+        target_stats=(float(head.get("target_mean", 0.0)), float(head.get("target_std", 1.0))),
+        head=head.get("kind"),
+    )
+    return module, encoder
