@@ -1,10 +1,13 @@
 """Models that need no training: Otsu thresholds on Sentinel-1 VV backscatter (``--model threshold``).
 
 * ``water`` (one date): water where speckle-filtered VV (dB) is below an Otsu threshold.
-* ``flood`` (pre-event [+ second pre-event] and post-event): **permanent water** where the
-  pre-event VV is below the water threshold; **flood** where the backscatter dropped, i.e. the
-  log-ratio ``10 log10(post / pre)`` of VV is below a second Otsu threshold, outside permanent
-  water. With two pre-event images their linear mean is the pre-event image.
+* ``flood`` (pre-event [+ second pre-event] and post-event): **flood** where the post-event VV
+  is below the water threshold, the pixel was not water before the event, and its VV dropped
+  significantly (the log-ratio ``10 log10(post / pre)`` is below a change threshold, ``pre`` the
+  linear mean of the pre-event images); **permanent water** where the VV is below the water
+  threshold in *every* image, before and after. A drop alone is not flood (a field going from
+  −8 to −12 dB after harvest is still land), water before the event in only one of two pre-event
+  images is not permanent, and water before but not after is no water.
 
 Thresholds are scene-wide: the predictor first reads the scene at reduced resolution (a
 :class:`~thinkingearth.infer.model.ScenePreview`), and :func:`split_otsu` picks them there. Otsu
@@ -18,22 +21,35 @@ split two kinds of land, so the physical defaults (−15 dB, −3 dB) are used i
 without water maps (almost) no water. On the Sen1Floods11 hand-labelled chip this gives the
 README's water F1 of about 0.72.
 
+For floods each image gets its own water threshold. The post-event one decides what is water
+after the event; each pre-event image's is capped at the post-event one, so the pre-event water
+test is never more lenient than the post-event one: a pre-event image holds little water, its
+bimodal tiles are then mostly dark land (smooth bare or wet fields), and its own Otsu cut sits
+higher and would call the dark fields that later flood "permanent water". A pre-event image
+with no bimodal tile uses the post-event threshold. The change threshold is Otsu's on the
+log-ratio's bimodal tiles but never above −3 dB: the drop only guards against dark land that
+flickers across the water threshold, so it must not come from harvested fields alone (their
+tiles pass the test too, and Otsu then cuts at about −2 dB).
+
 VV is speckle-filtered with a ``speckle_filter`` × ``speckle_filter`` boxcar in linear power
 before thresholding (on the preview too, where it is at full resolution).
 
 **Probabilities.** A hard threshold has no uncertainty, so each decision is made soft with a
 logistic of the distance to its threshold: ``p = 1 / (1 + exp(-(t - x) / s))`` with
 ``s = softness_db`` (1 dB by default): a pixel 1 dB below the threshold is water with p ≈ 0.73,
-3 dB below with p ≈ 0.95. For floods, ``p_perm`` comes from the pre-event VV and ``p_drop`` from
-the log-ratio, and the class probabilities are ``[(1 - p_perm)(1 - p_drop), p_perm,
-(1 - p_perm) p_drop]`` (no water, permanent water, flood). The predictor's entropy of these is
-the uncertainty band: highest near the thresholds.
+3 dB below with p ≈ 0.95. For floods, ``p_post`` is water after the event, ``p_pre`` the product
+of each pre-event image's water probability (water in all of them), ``p_drop`` the drop, and the
+class probabilities are ``[1 - perm - flood, perm, flood]`` with ``perm = p_post p_pre`` and
+``flood = p_post (1 - p_pre) p_drop`` (no water, permanent water, flood): a pixel is flood when
+it is water after the event, was not water in every pre-event image, and darkened. The predictor's
+entropy of these is the uncertainty band: highest near the thresholds.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -181,11 +197,19 @@ class ThresholdWater(nn.Module):
 
 
 class ThresholdFlood(nn.Module):
-    """Floods from SAR change: permanent water from the pre-event VV, flood from the log-ratio.
+    """Floods from SAR: water after the event that was not water before, and darkened.
 
-    Input ``[B, T, C, h, w]`` in dB with VV as band 0, ``T`` ≥ 2: pre-event acquisitions first
-    (averaged in linear power), the post-event one last. Returns probabilities ``[B, 3, h, w]``
-    (no water, permanent water, flood); see the module docstring.
+    Input ``[B, T, C, h, w]`` in dB with VV as band 0, ``T`` ≥ 2: pre-event acquisitions first,
+    the post-event one last. Returns probabilities ``[B, 3, h, w]`` (no water, permanent water,
+    flood); see the module docstring.
+
+    Args:
+        water_db: water threshold (VV dB) of the post-event image.
+        drop_db: change threshold (dB of ``10 log10(post / pre)``); negative.
+        pre_water_db: water threshold of each pre-event image, oldest first (``T - 1`` values);
+            default: ``water_db`` for each.
+        softness_db: scale of the logistic that turns threshold distances into probabilities.
+        speckle_filter: boxcar side in pixels (1 = none).
     """
 
     def __init__(
@@ -193,30 +217,46 @@ class ThresholdFlood(nn.Module):
         water_db: float,
         drop_db: float,
         *,
+        pre_water_db: Sequence[float] | None = None,
         softness_db: float = 1.0,
         speckle_filter: int = 3,
     ) -> None:
         super().__init__()
         self.water_db = float(water_db)
         self.drop_db = float(drop_db)
+        self.pre_water_db = None if pre_water_db is None else tuple(map(float, pre_water_db))
         self.softness_db = float(softness_db)
         self.speckle_filter = int(speckle_filter)
 
     def forward(self, x: Tensor) -> Tensor:
         b, t, _, h, w = x.shape
+        if self.pre_water_db is not None and len(self.pre_water_db) != t - 1:
+            raise ValueError(
+                f"the flood model was calibrated for {len(self.pre_water_db)} pre-event "
+                f"image(s), got {t - 1}"
+            )
         vv = _despeckle_db(x[:, :, 0].reshape(b * t, h, w), self.speckle_filter).reshape(b, t, h, w)
-        pre = _linear_mean_db(vv[:, :-1], dim=1)
-        change = vv[:, -1] - pre
-        perm = torch.sigmoid((self.water_db - pre) / self.softness_db)
+        pre_db = self.pre_water_db or (self.water_db,) * (t - 1)
+        pre_threshold = torch.tensor(pre_db, dtype=vv.dtype, device=vv.device).view(1, -1, 1, 1)
+        wet_post = torch.sigmoid((self.water_db - vv[:, -1]) / self.softness_db)
+        wet_pre = torch.sigmoid((pre_threshold - vv[:, :-1]) / self.softness_db).prod(dim=1)
+        change = vv[:, -1] - _linear_mean_db(vv[:, :-1], dim=1)
         drop = torch.sigmoid((self.drop_db - change) / self.softness_db)
-        return torch.stack([(1.0 - perm) * (1.0 - drop), perm, (1.0 - perm) * drop], dim=1)
+        # The three products are each ≥ 0 and sum to 1 (no cancellation, no negative rounding).
+        no_water = (1.0 - wet_post) + wet_post * (1.0 - wet_pre) * (1.0 - drop)
+        permanent = wet_post * wet_pre
+        flood = wet_post * (1.0 - wet_pre) * drop
+        return torch.stack([no_water, permanent, flood], dim=1)
 
     def scene_tags(self) -> dict[str, str]:
         """The scene's thresholds, for the output file's metadata."""
-        return {
+        tags = {
             "WATER_THRESHOLD_VV_DB": f"{self.water_db:.3f}",
             "CHANGE_THRESHOLD_VV_DB": f"{self.drop_db:.3f}",
         }
+        if self.pre_water_db is not None:
+            tags["PRE_WATER_THRESHOLD_VV_DB"] = ",".join(f"{v:.3f}" for v in self.pre_water_db)
+        return tags
 
 
 def _bimodal_or(
@@ -246,30 +286,48 @@ class _Calibrator:
                 UserWarning,
                 stacklevel=2,
             )
-            water_db, drop_db = DEFAULT_WATER_DB, DEFAULT_DROP_DB
-        elif self.task == "water":
-            water_db = _bimodal_or(DEFAULT_WATER_DB, vv[-1], valid, dark_below=WATER_PRIOR_DB)
-            drop_db = DEFAULT_DROP_DB
-        else:
-            pre = 10.0 * np.log10(np.maximum((10.0 ** (vv[:-1] / 10.0)).mean(axis=0), 1e-10))
-            both = np.concatenate([pre, vv[-1]], axis=1)
-            water_db = _bimodal_or(
+            if self.task == "water":
+                return ThresholdWater(
+                    DEFAULT_WATER_DB,
+                    softness_db=self.softness_db,
+                    speckle_filter=self.speckle_filter,
+                )
+            return ThresholdFlood(
                 DEFAULT_WATER_DB,
-                both,
-                np.concatenate([valid, valid], axis=1),
-                dark_below=WATER_PRIOR_DB,
+                DEFAULT_DROP_DB,
+                softness_db=self.softness_db,
+                speckle_filter=self.speckle_filter,
             )
-            drop_db = _bimodal_or(DEFAULT_DROP_DB, vv[-1] - pre, valid, dark_below=DROP_PRIOR_DB)
         if self.task == "water":
+            water_db = _bimodal_or(DEFAULT_WATER_DB, vv[-1], valid, dark_below=WATER_PRIOR_DB)
             return ThresholdWater(
                 water_db, softness_db=self.softness_db, speckle_filter=self.speckle_filter
             )
-        return ThresholdFlood(
-            water_db,
-            drop_db,
-            softness_db=self.softness_db,
-            speckle_filter=self.speckle_filter,
-        )
+        return _flood_model(vv, valid, self.softness_db, self.speckle_filter)
+
+
+def _flood_model(
+    vv: np.ndarray, valid: np.ndarray, softness_db: float, speckle_filter: int
+) -> ThresholdFlood:
+    """The flood model's thresholds from speckle-filtered VV dB ``[T, h, w]`` (post last)."""
+    found = [split_otsu(image, valid, dark_below=WATER_PRIOR_DB) for image in vv]
+    own = [threshold if n_tiles else None for threshold, n_tiles in found]
+    post_db = own[-1]
+    if post_db is None:  # no bimodal tile after the event: the pre-event images' water decides
+        post_db = min((t for t in own[:-1] if t is not None), default=DEFAULT_WATER_DB)
+    pre_db = [post_db if t is None else min(t, post_db) for t in own[:-1]]
+    pre = 10.0 * np.log10(np.maximum((10.0 ** (vv[:-1] / 10.0)).mean(axis=0), 1e-10))
+    drop_db = min(
+        _bimodal_or(DEFAULT_DROP_DB, vv[-1] - pre, valid, dark_below=DROP_PRIOR_DB),
+        DROP_PRIOR_DB,
+    )
+    return ThresholdFlood(
+        post_db,
+        drop_db,
+        pre_water_db=pre_db,
+        softness_db=softness_db,
+        speckle_filter=speckle_filter,
+    )
 
 
 def _placeholder(x: Tensor) -> Tensor:
