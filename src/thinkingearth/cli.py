@@ -111,6 +111,89 @@ def pretrain(
 
 
 @app.command()
+def finetune(
+    config: Annotated[
+        str,
+        typer.Option(
+            "--config",
+            help="A shipped config (synthetic-flood, synthetic-landcover, kurosiwo-flood, "
+            "sen1floods11-water, bigearthnet-landcover, eurosat-ms) or a YAML file.",
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output folder (default: runs/finetune/<config name>)."),
+    ] = None,
+    data_root: Annotated[
+        Path | None, typer.Option("--data-root", help="Root of the data set (data.root).")
+    ] = None,
+    encoder: Annotated[
+        str | None,
+        typer.Option(
+            "--encoder",
+            help="Encoder: registry config (random init), published weights name or checkpoint.",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="A supervised baseline instead (unet, siamese-diff, ...)."),
+    ] = None,
+    protocol: Annotated[
+        str | None,
+        typer.Option("--protocol", help="linear-probe, frozen-upernet or finetune."),
+    ] = None,
+    fraction: Annotated[
+        float | None, typer.Option("--fraction", help="Share of training labels, in (0, 1].")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="Override trainer.max_steps.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the latest checkpoint in OUT.")
+    ] = False,
+    accelerator: Annotated[
+        str | None, typer.Option("--accelerator", help="cpu, gpu or auto.")
+    ] = None,
+    devices: Annotated[
+        int | None, typer.Option("--devices", help="Devices (processes); >1 trains with DDP.")
+    ] = None,
+    print_config: Annotated[
+        bool,
+        typer.Option("--print-config", help="Print the resolved config (YAML) and exit."),
+    ] = False,
+) -> None:
+    """Fine-tune a model on labelled data; save it for predict --weights OUT/model."""
+    from thinkingearth.tasks.finetuning import finetune as run_finetune
+    from thinkingearth.tasks.finetuning import resolve_config
+
+    overrides = dict(
+        data_root=data_root,
+        encoder=encoder,
+        model=model,
+        protocol=protocol,
+        fraction=fraction,
+        max_steps=max_steps,
+        seed=seed,
+        accelerator=accelerator,
+        devices=devices,
+    )
+    settings = resolve_config(config, **overrides)  # type: ignore[arg-type]
+    if print_config:
+        import yaml
+
+        typer.echo(yaml.safe_dump(settings.to_dict(), sort_keys=False).rstrip())
+        return
+    folder = out if out is not None else Path("runs") / "finetune" / settings.name
+    result = run_finetune(settings, folder, resume=resume, log=lambda m: typer.echo(m, err=True))
+    metric = settings.task.primary_metric[0]
+    typer.echo(
+        f"model: {result.model} (test {metric} {result.metrics.get(metric, float('nan')):.4f}, "
+        f"{result.steps} steps, {result.seconds:.1f} s); report: {result.report}"
+    )
+
+
+@app.command()
 def predict(
     task: Annotated[str, typer.Option("--task", help="What to map: flood, water or landcover.")],
     out: Annotated[

@@ -128,15 +128,21 @@ def load_task(path: str | Path, *, overlap: int | None = None) -> SceneModel:
         UserInputError: (a :class:`~thinkingearth.models.weights.CheckpointFormatError`) for a
             missing, damaged or foreign file, one line.
     """
-    ckpt: TaskCheckpoint = load_task_module(path)
-    if ckpt.task not in TASKS:
-        from thinkingearth.models.weights import CheckpointFormatError
+    from thinkingearth.models.weights import CheckpointFormatError
 
+    ckpt: TaskCheckpoint = load_task_module(path)
+    if ckpt.kind not in ("segmentation", "change"):
         raise CheckpointFormatError(
-            f"{ckpt.path}: unknown task {ckpt.task!r}; expected one of: {', '.join(TASKS)}"
+            f"{ckpt.path} holds a {ckpt.kind} model ({ckpt.task}); predict maps scenes with "
+            "segmentation and change-detection models"
+        )
+    if ckpt.task not in TASKS:
+        raise CheckpointFormatError(
+            f"{ckpt.path}: a {ckpt.task} model; predict maps the tasks {', '.join(TASKS)} "
+            "(finetune with task.name set to one of them)"
         )
     change = ckpt.acquisitions > 1
-    metadata = bool(getattr(ckpt.module.backbone, "use_meta", False))
+    metadata = ckpt.uses_metadata
     network = TaskNetwork(
         ckpt.module, ckpt.normaliser, ckpt.sensor, ckpt.bands, change, metadata=metadata
     )

@@ -1,6 +1,8 @@
 """Downstream tasks: classification, segmentation, change detection and regression as
 LightningModules, the protocols that decide what trains (linear probe, frozen encoder + UPerNet,
-fine-tune; label fractions), and their metrics (:mod:`thinkingearth.tasks.metrics`)."""
+fine-tune; label fractions), their metrics (:mod:`thinkingearth.tasks.metrics`), and
+:func:`finetune`, which turns labelled data into a saved model
+(:mod:`thinkingearth.tasks.finetuning`)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,11 @@ _LAZY: dict[str, str] = {
     "label_fraction_indices": "thinkingearth.tasks.protocols",
     "save_task": "thinkingearth.tasks.checkpoint",
     "load_task_module": "thinkingearth.tasks.checkpoint",
+    "finetune": "thinkingearth.tasks.finetuning",
+    "FinetuneResult": "thinkingearth.tasks.finetuning",
+    "FinetuneConfig": "thinkingearth.tasks.finetune_config",
+    "load_finetune_config": "thinkingearth.tasks.finetune_config",
+    "list_finetune_configs": "thinkingearth.tasks.finetune_config",
 }
 
 

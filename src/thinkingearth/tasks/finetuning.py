@@ -1,0 +1,767 @@
+"""Labelled data to a saved model: ``thinkingearth finetune`` calls :func:`finetune`.
+
+A run reads a :class:`~thinkingearth.tasks.finetune_config.FinetuneConfig`, opens the train,
+validation and test splits of its reader (a deterministic hold-out of the training split where
+the reader has no validation split), normalises every image with the one
+:class:`~thinkingearth.data.transforms.Normaliser` of the toolkit, trains the task module of the
+task kind under the protocol (AdamW, warm-up then cosine decay), validates every
+``trainer.val_every`` steps and keeps the best validation weights, then scores the test split
+with those weights.
+
+Output folder ``OUT``::
+
+    OUT/model.safetensors, OUT/model.json   the task checkpoint (tasks.checkpoint.save_task):
+                                            ``thinkingearth predict --weights OUT/model``
+    OUT/metrics.json                        test metrics under the keys of bench's results.csv
+                                            (miou, water_f1, f1/flood, map, oa, rmse, ...), and
+                                            "run": steps, kept step, samples, time
+    OUT/report.md                           curves, per-class table, confusion matrix
+    OUT/training_curve.png, OUT/confusion_matrix.png
+    OUT/config.yaml                         the resolved configuration
+    OUT/checkpoints/step-*.ckpt             resumable checkpoints (``--resume``)
+    OUT/checkpoints/best.safetensors/.json  the best validation weights so far
+    OUT/logs/csv/metrics.csv                losses and validation metrics per step
+
+``--resume`` continues from the latest checkpoint: weights, optimiser, schedule, step and the
+position in the data order (batches are drawn from ``(seed, step)``), so a run killed with
+SIGKILL and resumed trains on the same batches as an uninterrupted one. Every file is written to
+a temporary sibling and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+from thinkingearth.configfile import merge
+from thinkingearth.data.readers import open_split
+from thinkingearth.data.sample import collate
+from thinkingearth.errors import UserInputError
+from thinkingearth.fileio import atomic_file, check_writable_parent
+from thinkingearth.tasks.finetune_config import FinetuneConfig, load_finetune_config
+from thinkingearth.tasks.protocols import TaskModule, label_fraction_indices
+from thinkingearth.tasks.training import (
+    NormalisedDataset,
+    build_task_module,
+    fit_normaliser,
+    target_stats_of,
+)
+
+__all__ = ["FinetuneResult", "StepBatchSampler", "finetune", "resolve_config"]
+
+#: Settings that may differ between a run and its ``--resume``.
+RESUMABLE_CHANGES: frozenset[str] = frozenset(
+    {
+        "name",
+        "trainer.max_steps",
+        "trainer.val_every",
+        "trainer.checkpoint_every",
+        "trainer.keep_checkpoints",
+        "trainer.log_every",
+        "trainer.accelerator",
+        "trainer.devices",
+        "trainer.threads",
+        "data.num_workers",
+        "data.eval_batch_size",
+        "data.root",
+    }
+)
+_SCENE_TASKS = ("flood", "water", "landcover")
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """What a run produced.
+
+    Attributes:
+        out: The output folder.
+        model: ``OUT/model.safetensors`` (with ``OUT/model.json`` beside it).
+        metrics: Test metrics of the saved model (keys as in ``bench``'s ``results.csv``).
+        metrics_path: ``OUT/metrics.json``.
+        report: ``OUT/report.md``.
+        steps: Optimiser steps reached.
+        best_step: Step of the saved (best validation) weights.
+        seconds: Wall time of the call.
+        resumed_from: Step the run resumed from (``None`` for a fresh run).
+    """
+
+    out: Path
+    model: Path
+    metrics: dict[str, float]
+    metrics_path: Path
+    report: Path
+    steps: int
+    best_step: int
+    seconds: float
+    resumed_from: int | None
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Batches drawn from ``(seed, step)``: epoch-wise permutations cut into batches.
+
+    A resumed run starts at ``start`` and sees exactly the batches the uninterrupted run would
+    have seen. With several processes (DDP), each takes its slice of the global batch.
+
+    Args:
+        n: Samples in the dataset.
+        batch_size: Samples per batch on each process.
+        steps: Batches in total (the run's ``max_steps``).
+        seed: Seed of the permutations.
+        start: First step to yield.
+        rank: This process's rank.
+        world: Number of processes.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        steps: int,
+        seed: int,
+        start: int = 0,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
+        """Keep the settings."""
+        if n < 1 or batch_size < 1:
+            raise ValueError(f"need samples and a positive batch size; got {n}, {batch_size}")
+        self.n, self.batch_size, self.steps = int(n), int(batch_size), int(steps)
+        self.seed, self.start, self.rank, self.world = int(seed), int(start), int(rank), int(world)
+        self._global = self.batch_size * self.world
+        self._perms: dict[int, list[int]] = {}
+
+    def __len__(self) -> int:
+        # The whole epoch, also when resuming: Lightning counts the restored batches in it.
+        return self.steps
+
+    def _perm(self, epoch: int) -> list[int]:
+        if epoch not in self._perms:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perms = {epoch: torch.randperm(self.n, generator=generator).tolist()}
+        return self._perms[epoch]
+
+    def batch(self, step: int) -> list[int]:
+        """Indices of this process's share of batch ``step``."""
+        first = step * self._global
+        indices = [self._perm(i // self.n)[i % self.n] for i in range(first, first + self._global)]
+        return indices[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.steps):
+            yield self.batch(step)
+
+
+@dataclass
+class _Splits:
+    train: Dataset[dict[str, Any]]
+    val: Dataset[dict[str, Any]]
+    test: Dataset[dict[str, Any]]
+    val_source: str
+
+
+def _size(dataset: Dataset[Any]) -> int:
+    return len(dataset)  # type: ignore[arg-type]
+
+
+def _open_splits(config: FinetuneConfig, log: Callable[[str], None]) -> _Splits:
+    d = config.data
+    where = f"reader {d.reader}" + (f" under {d.root}" if d.root else "")
+    train = open_split(d.reader, d.root, d.splits.train, d.options)
+    test = open_split(d.reader, d.root, d.splits.test, d.options)
+    val: Dataset[dict[str, Any]] | None = None
+    reason = "the config asks for it (data.splits.val: null)"
+    if d.splits.val is not None:
+        try:
+            val = open_split(d.reader, d.root, d.splits.val, d.options)
+            if _size(val) == 0:
+                val, reason = None, f"split {d.splits.val} has no samples"
+        except UserInputError as error:
+            reason = str(error)
+    for name, split in ((d.splits.train, train), (d.splits.test, test)):
+        if _size(split) == 0:
+            raise UserInputError(f"split {name} of {where} has no samples")
+    source = f"split {d.splits.val}"
+    if val is None:
+        n = _size(train)
+        if n < 2:
+            raise UserInputError(
+                f"split {d.splits.train} of {where} has {n} sample(s); a validation hold-out "
+                "needs at least 2"
+            )
+        # A fixed generator (not the run's seed): every seed validates on the same samples.
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(0)).tolist()
+        k = min(n - 1, max(1, round(d.val_fraction * n)))
+        val = Subset(train, sorted(order[:k]))
+        train = Subset(train, sorted(order[k:]))
+        source = f"{k} samples held out of split {d.splits.train} ({d.val_fraction:.0%})"
+        log(f"[finetune] validation: {source}, because {reason}")
+    return _Splits(train, val, test, source)
+
+
+def _check_sample(config: FinetuneConfig, sample: Mapping[str, Any]) -> None:
+    """The first training sample fits the task kind and classes (one-line errors)."""
+    t = config.task
+    image = sample["image"]
+    if t.kind == "change" and image.ndim != 4:
+        raise UserInputError(
+            f"task kind change needs image series [T, C, H, W]; reader {config.data.reader} "
+            f"gives {tuple(image.shape)}"
+        )
+    if t.kind != "change" and image.ndim != 3:
+        raise UserInputError(
+            f"task kind {t.kind} needs images [C, H, W]; reader {config.data.reader} gives "
+            f"{tuple(image.shape)} (a time series: use kind change)"
+        )
+    key = {"classification": "label", "multilabel": "label", "regression": "target"}.get(
+        t.kind, "mask"
+    )
+    if key not in sample:
+        raise UserInputError(
+            f"task kind {t.kind} needs '{key}' in each sample; reader {config.data.reader} gives "
+            f"{sorted(k for k in sample if not k.startswith('_'))}"
+        )
+    if t.kind == "multilabel" and sample["label"].numel() != len(t.classes):
+        raise UserInputError(
+            f"task.classes names {len(t.classes)} labels; the reader's samples have "
+            f"{sample['label'].numel()}"
+        )
+    if t.kind in ("segmentation", "change"):
+        values = set(torch.unique(sample["mask"]).tolist()) - {t.ignore_index}
+        if values and max(values) >= len(t.classes):
+            raise UserInputError(
+                f"the masks hold class {max(values)}; task.classes names {len(t.classes)} "
+                "classes (and task.ignore_index is "
+                f"{t.ignore_index})"
+            )
+
+
+# ----------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------
+
+
+def _encoder(config: FinetuneConfig) -> Any:
+    from thinkingearth.models import create_encoder, list_models, load
+
+    m = config.model
+    if m.encoder in list_models():
+        return create_encoder(m.encoder, **m.overrides)
+    if m.overrides:
+        raise UserInputError(
+            f"model.overrides change a registry configuration ({', '.join(list_models())}); "
+            f"{m.encoder} holds trained weights"
+        )
+    return load(m.encoder)
+
+
+def _network(
+    config: FinetuneConfig, in_channels: int, time_steps: int | None, size: int
+) -> tuple[Any, dict[str, Any] | None]:
+    """The network and, for a baseline, the arguments that rebuild it."""
+    m, t = config.model, config.task
+    if m.baseline is not None:
+        from thinkingearth.models.baselines import build_baseline
+
+        options = dict(m.baseline_options)
+        options.setdefault("img_size", size)
+        if "unet_widths" in options:
+            options["unet_widths"] = tuple(options["unet_widths"])
+        outputs = 1 if t.kind == "regression" else len(t.classes)
+        net = build_baseline(
+            m.baseline, t.kind, in_channels, outputs, time_steps=time_steps, **options
+        )
+        return net, {"name": m.baseline, "in_channels": in_channels, **options}
+    from thinkingearth.tasks.protocols import EncoderBackbone
+
+    return EncoderBackbone(_encoder(config), patch_size=m.patch_size, use_meta=m.use_meta), None
+
+
+def _module(config: FinetuneConfig, net: Any, train: Dataset[dict[str, Any]]) -> TaskModule:
+    t = config.task
+    return build_task_module(
+        t.kind,
+        net,
+        num_classes=1 if t.kind == "regression" else len(t.classes),
+        protocol=config.protocol,
+        lr=config.lr,
+        class_names=t.classes or None,
+        ignore_index=t.ignore_index,
+        decoder_channels=config.model.decoder_channels,
+        weight_decay=config.optim.weight_decay,
+        warmup=config.optim.warmup,
+        fusion=config.model.fusion,
+        target_stats=target_stats_of(train) if t.kind == "regression" else (0.0, 1.0),
+    )
+
+
+def _dry_run(module: TaskModule, dataset: Dataset[dict[str, Any]], model_name: str) -> None:
+    """One forward on two samples: a model that cannot read the data says so in one line."""
+    batch = collate([dataset[i] for i in range(min(2, _size(dataset)))])
+    module.eval()
+    try:
+        with torch.no_grad():
+            module.step(batch)
+    except UserInputError as error:
+        raise UserInputError(f"model {model_name} cannot read this data: {error}") from None
+    except (RuntimeError, ValueError, KeyError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UserInputError(
+            f"model {model_name} cannot read this data ({batch['sensor']!r} bands "
+            f"{list(batch['bands'])[:6]}...): {first}"
+        ) from None
+    finally:
+        module.train()
+
+
+# ----------------------------------------------------------------------------------------------
+# Best validation weights
+# ----------------------------------------------------------------------------------------------
+
+
+class _BestWeights:
+    """The best validation weights so far, on disk (``best.safetensors`` + ``best.json``)."""
+
+    def __init__(self, folder: Path, metric: str, higher: bool) -> None:
+        self.tensors = folder / "best.safetensors"
+        self.record = folder / "best.json"
+        self.metric, self.higher = metric, higher
+        self.value: float | None = None
+        self.step = -1
+        self.validated_at = -1  # the step of the latest validation, kept or not
+        if self.record.is_file() and self.tensors.is_file():
+            saved = json.loads(self.record.read_text())
+            if saved.get("metric") == metric:
+                self.value, self.step = float(saved["value"]), int(saved["step"])
+
+    def better(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.value is None:
+            return True
+        return value > self.value if self.higher else value < self.value
+
+    def offer(self, module: TaskModule, value: float, step: int) -> bool:
+        from safetensors.torch import save_file
+
+        self.validated_at = step
+        if not self.better(value):
+            return False
+        state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+        self.tensors.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(self.tensors) as tmp:
+            save_file(state, str(tmp))
+        with atomic_file(self.record) as tmp:
+            tmp.write_text(json.dumps({"metric": self.metric, "value": value, "step": step}))
+        self.value, self.step = value, step
+        return True
+
+    def restore(self, module: TaskModule) -> None:
+        from safetensors.torch import load_file
+
+        module.load_state_dict(load_file(str(self.tensors)), strict=True)
+
+
+def _best_callback(best: _BestWeights, log: Callable[[str], None]) -> Any:
+    from lightning.pytorch import Callback
+
+    class KeepBest(Callback):
+        def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+            if trainer.sanity_checking or not trainer.is_global_zero:
+                return
+            value = pl_module.val_results.get(best.metric, math.nan)
+            step = int(trainer.global_step)
+            kept = best.offer(pl_module, float(value), step)
+            log(
+                f"[finetune] step {step}: validation {best.metric} {float(value):.4f}"
+                + (" (best so far, kept)" if kept else f" (best {best.value:.4f} at {best.step})")
+            )
+
+    return KeepBest()
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------------
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and key not in ("overrides", "options"):
+            out.update(_flatten(value, full + "."))
+        else:
+            out[full] = value
+    return out
+
+
+def _check_same_config(out: Path, config: FinetuneConfig) -> None:
+    saved_path = out / "config.yaml"
+    if not saved_path.is_file():
+        return
+    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+    old, new = _flatten(saved), _flatten(config.to_dict())
+    for key in sorted(set(old) | set(new)):
+        if key not in RESUMABLE_CHANGES and old.get(key) != new.get(key):
+            raise UserInputError(
+                f"--resume with a different config: {key} was {old.get(key)!r}, is "
+                f"{new.get(key)!r} now; resume with the run's own config ({saved_path})"
+            )
+
+
+def resolve_config(
+    config: FinetuneConfig | str | Path,
+    *,
+    data_root: str | Path | None = None,
+    encoder: str | None = None,
+    model: str | None = None,
+    protocol: str | None = None,
+    fraction: float | None = None,
+    max_steps: int | None = None,
+    seed: int | None = None,
+    accelerator: str | None = None,
+    devices: int | None = None,
+) -> FinetuneConfig:
+    """The configuration with the command line's overrides merged in, validated.
+
+    Args:
+        config: A configuration, its YAML file or a shipped name.
+        data_root: ``data.root``.
+        encoder: ``model.encoder`` (and no baseline).
+        model: ``model.baseline``.
+        protocol: ``protocol``.
+        fraction: ``fraction``.
+        max_steps: ``trainer.max_steps``.
+        seed: ``seed``.
+        accelerator: ``trainer.accelerator``.
+        devices: ``trainer.devices``.
+
+    Raises:
+        UserInputError: For an unknown name, a bad file or an invalid result.
+    """
+    if not isinstance(config, FinetuneConfig):
+        config = load_finetune_config(str(config))
+    overrides: dict[str, Any] = {}
+    if data_root is not None:
+        overrides["data"] = {"root": str(data_root)}
+    if encoder is not None:
+        overrides["model"] = {"encoder": str(encoder), "baseline": None}
+    if model is not None:
+        overrides.setdefault("model", {})["baseline"] = str(model)
+    for key, value in (("protocol", protocol), ("fraction", fraction), ("seed", seed)):
+        if value is not None:
+            overrides[key] = value
+    trainer = {
+        k: v
+        for k, v in (("max_steps", max_steps), ("accelerator", accelerator), ("devices", devices))
+        if v is not None
+    }
+    if trainer:
+        overrides["trainer"] = trainer
+    if not overrides:
+        return config.validate()
+    from thinkingearth.tasks.finetune_config import finetune_config_from_dict
+
+    data = merge(config.to_dict(), overrides)
+    if encoder is not None:  # the config's overrides describe its own registry encoder
+        data["model"]["overrides"] = {}
+    return finetune_config_from_dict(data)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def finetune(
+    config: FinetuneConfig | str | Path,
+    out: str | Path,
+    *,
+    data_root: str | Path | None = None,
+    encoder: str | None = None,
+    model: str | None = None,
+    protocol: str | None = None,
+    fraction: float | None = None,
+    max_steps: int | None = None,
+    seed: int | None = None,
+    resume: bool = False,
+    accelerator: str | None = None,
+    devices: int | None = None,
+    callbacks: Sequence[Any] = (),
+    log: Callable[[str], None] | None = print,
+) -> FinetuneResult:
+    """Fine-tune a model on labelled data, save it, and score it on the test split.
+
+    Args:
+        config: A configuration, its YAML file or a shipped name (``synthetic-flood`` ...).
+        out: Output folder (see the module docstring).
+        data_root: The data set's root (``data.root``).
+        encoder: Encoder name or checkpoint path (``model.encoder``; clears a baseline).
+        model: A baseline name (``model.baseline``; protocol ``finetune``).
+        protocol: ``linear-probe``, ``frozen-upernet`` or ``finetune``.
+        fraction: Share of training labels.
+        max_steps: Optimiser steps.
+        seed: Seed.
+        resume: Continue from the latest checkpoint in ``out/checkpoints``.
+        accelerator: ``cpu``, ``gpu`` or ``auto``.
+        devices: Devices (processes).
+        callbacks: Extra Lightning callbacks.
+        log: Where progress lines go (``None`` = silent).
+
+    Returns:
+        A :class:`FinetuneResult`.
+
+    Raises:
+        UserInputError: For an invalid configuration, data the reader cannot find, a split
+            with no samples, a model that cannot read the data, ``resume`` without a checkpoint
+            or with a different configuration, or ``out`` holding another run. Nothing is
+            written to ``out`` before these checks pass.
+    """
+    import lightning as L
+
+    from thinkingearth.progress import QuietLightning, progress_callbacks
+    from thinkingearth.runs import (
+        AtomicCheckpointIO,
+        ResumableCSVLogger,
+        StepCheckpoint,
+        StepSeed,
+        list_checkpoints,
+        read_checkpoint_file,
+        truncate_metrics,
+    )
+    from thinkingearth.tasks.checkpoint import save_task
+
+    began = time.perf_counter()
+    say = log or (lambda _message: None)
+    config = resolve_config(
+        config,
+        data_root=data_root,
+        encoder=encoder,
+        model=model,
+        protocol=protocol,
+        fraction=fraction,
+        max_steps=max_steps,
+        seed=seed,
+        accelerator=accelerator,
+        devices=devices,
+    )
+    if config.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        raise UserInputError("--accelerator gpu: no CUDA device is available")
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out} is a file; expected a folder")
+    check_writable_parent(out / "config.yaml")
+    folder = out / "checkpoints"
+    found = list_checkpoints(folder)
+    resumed_from: int | None = None
+    ckpt_path: Path | None = None
+    if resume:
+        if not found:
+            raise UserInputError(
+                f"--resume: no checkpoint in {folder}; start without --resume to begin a new run"
+            )
+        _check_same_config(out, config)
+        resumed_from, ckpt_path = found[-1]
+        read_checkpoint_file(ckpt_path)  # a corrupt file: one line now, not a traceback later
+        if resumed_from >= config.trainer.max_steps:
+            raise UserInputError(
+                f"--resume: the run already reached step {resumed_from} of max_steps "
+                f"{config.trainer.max_steps}; raise --max-steps to train further"
+            )
+    elif found or (out / "model.safetensors").exists():
+        raise UserInputError(
+            f"{out} already holds a fine-tuning run; pass --resume to continue it, or choose "
+            "another --out"
+        )
+    if config.trainer.threads is not None:
+        torch.set_num_threads(config.trainer.threads)
+
+    # Data, model and a dry run: every user error surfaces before OUT is touched.
+    say(f"[finetune] {config.name}: reading {config.data.reader} data ...")
+    splits = _open_splits(config, say)
+    first = splits.train[0]
+    _check_sample(config, first)
+    sensor, bands = str(first["sensor"]), tuple(first["bands"])
+    image = first["image"]
+    size = int(image.shape[-1])
+    time_steps = int(image.shape[0]) if config.task.kind == "change" else None
+    normaliser = fit_normaliser(splits.train, config.data.stats_samples)
+    cache = config.data.cache
+    train_all = NormalisedDataset(splits.train, normaliser, "train", cache)
+    indices = label_fraction_indices(_size(train_all), config.fraction, config.seed)
+    train = Subset(train_all, indices)
+    val = NormalisedDataset(splits.val, normaliser, "val", cache)
+    test = NormalisedDataset(splits.test, normaliser, "test", cache)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    net, baseline_args = _network(config, int(image.shape[-3]), time_steps, size)
+    module = _module(config, net, train)
+    model_name = config.model.baseline or config.model.encoder
+    _dry_run(module, train, model_name)
+    say(
+        f"[finetune] {len(train)} training samples ({config.fraction:g} of "
+        f"{_size(train_all)}), {_size(val)} validation ({splits.val_source}), {_size(test)} "
+        f"test; {sensor} {len(bands)} bands, {size} px; {model_name}, {config.protocol}"
+    )
+
+    out.mkdir(parents=True, exist_ok=True)
+    _write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    if resumed_from is not None:
+        truncate_metrics(out / "logs" / "csv" / "metrics.csv", resumed_from)
+        say(f"[finetune] resuming from {ckpt_path.name} (step {resumed_from})")  # type: ignore[union-attr]
+
+    t = config.trainer
+    batch = max(1, min(config.data.batch_size, len(train)))
+    # The data order is a function of (seed, step): a resumed run starts at its step.
+    sampler = StepBatchSampler(len(train), batch, t.max_steps, config.seed, start=resumed_from or 0)
+    loader = DataLoader(
+        train, batch_sampler=sampler, collate_fn=collate, num_workers=config.data.num_workers
+    )
+
+    def eval_loader(dataset: Dataset[dict[str, Any]]) -> DataLoader[Any]:
+        return DataLoader(
+            dataset,
+            batch_size=config.data.eval_batch_size,
+            shuffle=False,
+            collate_fn=collate,
+            num_workers=config.data.num_workers,
+        )
+
+    metric, higher = config.task.primary_metric
+    best = _BestWeights(folder, metric, higher)
+    progress, bar = progress_callbacks(log, "[finetune]")
+    val_every = min(t.val_every, t.max_steps)
+    # Lightning's banners and tips are noise here; progress comes from our callbacks.
+    with QuietLightning():
+        trainer = L.Trainer(
+            max_steps=t.max_steps,
+            max_epochs=1,
+            accelerator=t.accelerator,
+            devices=t.devices,
+            strategy="ddp" if t.devices > 1 else "auto",
+            precision=t.precision,
+            callbacks=[
+                StepCheckpoint(folder, t.checkpoint_every, t.keep_checkpoints),
+                StepSeed(config.seed),
+                _best_callback(best, say),
+                *progress,
+                *callbacks,
+            ],
+            plugins=[AtomicCheckpointIO()],
+            logger=ResumableCSVLogger(
+                out, name="logs", version="csv", flush_logs_every_n_steps=t.log_every
+            ),
+            log_every_n_steps=t.log_every,
+            val_check_interval=val_every,
+            check_val_every_n_epoch=None,
+            num_sanity_val_steps=0,
+            enable_checkpointing=False,
+            enable_progress_bar=bar,
+            enable_model_summary=False,
+            use_distributed_sampler=False,
+            default_root_dir=out,
+        )
+        trainer.fit(
+            module,
+            train_dataloaders=loader,
+            val_dataloaders=eval_loader(val),
+            ckpt_path=str(ckpt_path) if ckpt_path is not None else None,
+            weights_only=True,
+        )
+        steps = int(trainer.global_step)
+        if best.validated_at != steps and trainer.is_global_zero:
+            # The last steps were not validated (max_steps not a multiple of val_every).
+            trainer.validate(module, dataloaders=eval_loader(val), verbose=False)
+        if best.value is not None:
+            best.restore(module)
+        else:
+            say("[finetune] validation gave no finite score; the last weights are kept")
+        evaluator = L.Trainer(
+            accelerator=t.accelerator,
+            devices=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            precision=t.precision,
+        )
+        evaluator.test(module, dataloaders=eval_loader(test), verbose=False)
+    metrics = dict(module.test_results)
+    from thinkingearth.tasks.finetune_report import confusion_matrix, write_report
+
+    confusion = confusion_matrix(module, eval_loader(test), config.task)
+    model_path = save_task(
+        module.cpu().eval(),
+        out / "model",
+        task=config.task.name,
+        classes=config.task.classes,
+        sensor=sensor,
+        bands=bands,
+        normaliser=normaliser,
+        tile=config.model.tile or size,
+        acquisitions=time_steps,
+        baseline=baseline_args,
+    )
+    record = {
+        "config": config.name,
+        "task": config.task.name,
+        "kind": config.task.kind,
+        "model": model_name,
+        "protocol": config.protocol,
+        "fraction": config.fraction,
+        "seed": config.seed,
+        "primary_metric": metric,
+        "primary": metrics.get(metric, math.nan),
+        "steps": steps,
+        "best_step": best.step,
+        "best_val": best.value,
+        "train_samples": len(train),
+        "val_samples": _size(val),
+        "test_samples": _size(test),
+        "validation": splits.val_source,
+        "normalisation": type(normaliser).mode(sensor, bands),
+        "seconds": round(time.perf_counter() - began, 2),
+        "metrics": metrics,
+    }
+    metrics_path = out / "metrics.json"
+    # The test metrics at the top level, under bench's results.csv keys; the run beside them.
+    document = {**metrics, "run": {k: v for k, v in record.items() if k != "metrics"}}
+    _write_text(metrics_path, json.dumps(_finite(document), indent=2) + "\n")
+    report = write_report(out, config, record, confusion, log_csv=out / "logs" / "csv")
+    say(
+        f"[finetune] test {metric} {metrics.get(metric, math.nan):.4f} (weights of step "
+        f"{best.step}); model: {model_path}"
+    )
+    return FinetuneResult(
+        out=out,
+        model=model_path,
+        metrics=metrics,
+        metrics_path=metrics_path,
+        report=report,
+        steps=steps,
+        best_step=best.step,
+        seconds=time.perf_counter() - began,
+        resumed_from=resumed_from,
+    )
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: non-finite floats become ``null``."""
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
