@@ -124,6 +124,8 @@ def test_random_init_counterpart_of_a_checkpoint(checkpoint: Path) -> None:
 def test_model_names() -> None:
     assert resolve_model("resnet18").kind == "baseline"
     assert resolve_model("thinkingearth_vit_tiny").kind == "registry"
+    published = resolve_model("copernicusfm_base")  # resolved by name, loaded on first use
+    assert (published.kind, published.label) == ("checkpoint", "copernicusfm_base")
     with pytest.raises(UserInputError, match=r"checkpoint missing\.safetensors does not exist"):
         resolve_model("missing.safetensors")
     with pytest.raises(UserInputError, match="unknown model 'resnet9'; expected a baseline"):

@@ -6,7 +6,8 @@
 * a registry name of :func:`thinkingearth.models.list_models` (``thinkingearth_vit_tiny`` …):
   the encoder with random weights (the random-init encoder baseline; each seed draws its own);
 * a path to a checkpoint :func:`thinkingearth.models.load` reads: our ``.safetensors`` (e.g. an
-  encoder from ``thinkingearth pretrain``), or a published Copernicus-FM / DOFA ``.pth``;
+  encoder from ``thinkingearth pretrain``), or a published Copernicus-FM / DOFA ``.pth``; or a
+  published weights name (``copernicusfm_base``, :mod:`thinkingearth.models.published`);
 * ``random:PATH``: the architecture of that checkpoint with random weights, the fair
   random-init counterpart of a pretrained encoder.
 
@@ -95,6 +96,11 @@ def resolve_model(name: str) -> ModelSpec:
             f"the architecture of {path} with random weights",
         )
     path = Path(name)
+    if not path.exists():
+        from thinkingearth.models.published import WEIGHTS
+
+        if name in WEIGHTS:  # published weights by name, loaded (and fetched) on first use
+            return ModelSpec(name, "checkpoint", name, f"published weights {name}")
     if path.suffix in _CHECKPOINT_SUFFIXES or path.exists():
         if not path.is_file():
             raise UserInputError(f"checkpoint {path} does not exist")
