@@ -300,6 +300,11 @@ def test_every_task_yields_samples(root: Path, name: str) -> None:
     assert all(sensor.band(b).name == b for b in sample["bands"])  # registry names only
     assert sample["sensor"] == task.sensor and sample["task"] == name
     assert sample["gsd"] == task.gsd
+    # Sentinel-1 says its units: dB as EuroSAT-SAR, BigEarthNet v2 and SEN12MS store it,
+    # linear sigma0 as Kuro Siwo does; other sensors carry none.
+    expected_units = {"eurosat_s1": "db", "bigearthnet_s1": "db", "dfc2020_s1": "db"}
+    expected_units["flood_s1"] = "linear"
+    assert sample.get("units") == expected_units.get(name), name
     if task.kind == "classification":
         assert sample["label"].dtype == torch.int64 and sample["label"].ndim == 0
     elif task.kind == "multilabel":
@@ -322,6 +327,22 @@ def test_every_task_yields_samples(root: Path, name: str) -> None:
         assert math.isnan(time)
     batch = collate([sample, ds[0]])
     assert batch["image"].shape[0] == 2 and batch["lon"].dtype == torch.float64
+
+
+def test_s1_tasks_in_db_are_in_the_suite_and_normalised_from_db(root: Path) -> None:
+    from thinkingearth.bench.suites import get_suite
+    from thinkingearth.data.transforms import Normaliser
+    from thinkingearth.sensors import SSL4EO_S12_S1_DB_STATS
+    from thinkingearth.tasks.training import NormalisedDataset
+
+    names = {task.name for task in get_suite("copernicus-bench", data_root=root).tasks}
+    assert {"eurosat_s1", "bigearthnet_s1", "dfc2020_s1", "flood_s1"} <= names
+    raw = CopernicusBench("eurosat_s1", root)  # VV stored as 1 dB, VH as 2 dB
+    image = NormalisedDataset(raw, Normaliser(), "train", cache=False)[0]["image"]
+    for channel, (band, stored_db) in enumerate((("VV", 1.0), ("VH", 2.0))):
+        mean, std = SSL4EO_S12_S1_DB_STATS[band]
+        # dB taken as dB: not as linear sigma0 (which would be 10 log10(1) = 0 dB for VV)
+        assert torch.allclose(image[channel], torch.tensor((stored_db - mean) / std), atol=1e-5)
 
 
 def test_time_is_days_not_seconds(root: Path) -> None:

@@ -185,6 +185,7 @@ def test_round_trip(tmp_path: Path) -> None:
         for b in range(2):  # VV, VH
             np.testing.assert_array_equal(image[t, b].numpy(), arrays["sar"][scene][b])
     assert sample["bands"] == ("VV", "VH") and sample["sensor"] == "sentinel-1-grd"
+    assert sample["units"] == "linear"  # Kuro Siwo stores sigma0, not dB
     mask = sample["mask"]
     assert mask.dtype == torch.int64 and mask.shape == (SIZE, SIZE)
     expected = arrays["mlu"].astype(np.int64)

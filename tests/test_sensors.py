@@ -12,12 +12,15 @@ from thinkingearth.errors import UnknownBandError, UnknownSensorError, UserInput
 from thinkingearth.sensors import (
     SENSORS,
     SSL4EO_S12_S1_DB_STATS,
+    AmbiguousBandError,
     Band,
     Sensor,
     find_variable,
     get_bands,
     get_sensor,
     radar_wavelength_nm,
+    resolve_band,
+    sensors_with,
 )
 
 CANONICAL = (
@@ -245,3 +248,58 @@ def test_dataclasses_are_frozen_and_validated() -> None:
         Band("A", mean=1.0)
     custom = Sensor("toy", [Band("A", wavelength_nm=500.0, mean=1.0, std=2.0)])
     assert custom.bands[0].is_spectral and custom.normalisation()[1].tolist() == [2.0]
+
+
+@pytest.mark.parametrize(
+    ("name", "band", "sensors"),
+    [
+        ("VV", "VV", ("sentinel-1-grd",)),
+        ("sigma0_vh", "VH", ("sentinel-1-grd",)),
+        ("vv-amp", "VV_amplitude", ("sentinel-1-slc",)),
+        ("B8A", "B8A", ("sentinel-2-l1c", "sentinel-2-l2a")),
+        ("b12", "B12", ("sentinel-2-l1c", "sentinel-2-l2a")),
+        ("rededge1", "B05", ("sentinel-2-l1c", "sentinel-2-l2a")),
+        ("Oa17", "Oa17", ("sentinel-3-olci",)),
+        ("NO2", "NO2", ("sentinel-5p",)),
+        ("sentinel-2-l2a:B04", "B04", ("sentinel-2-l2a",)),
+        ("landsat:red", "B4", ("landsat-8-9",)),
+    ],
+)
+def test_band_names_resolve_without_their_sensor(
+    name: str, band: str, sensors: tuple[str, ...]
+) -> None:
+    resolved = resolve_band(name)
+    assert resolved.band.name == band and resolved.sensors == sensors
+    assert resolved.sensor == sensors[0]
+
+
+def test_only_a_real_ambiguity_asks_for_the_sensor() -> None:
+    # Sentinel-2's red (664.6 nm, 31 nm wide) is not Landsat 8-9's (654.5 nm, 37 nm wide).
+    with pytest.raises(AmbiguousBandError) as info:
+        resolve_band("B04")
+    message = str(info.value)
+    assert "sentinel-2-l1c, sentinel-2-l2a B04 (664.6 nm, 31 nm wide)" in message
+    assert "landsat-8-9 B4 (654.5 nm, 37 nm wide)" in message
+    assert "e.g. 'sentinel-2-l1c:B04'" in message and "\n" not in message
+    assert isinstance(info.value, UserInputError)
+    # Among the sensors that share the band, the name needs nothing more.
+    assert resolve_band("B04", ["s2-l1c", "s2-l2a"]).sensors == ("sentinel-2-l1c", "sentinel-2-l2a")
+    assert resolve_band("B10", ["sentinel-2-l1c"]).band.wavelength_nm == 1373.5
+    with pytest.raises(AmbiguousBandError, match="B10"):
+        resolve_band("B10")  # Sentinel-2 cirrus or Landsat TIRS 1
+
+
+def test_unknown_unqualified_band_names() -> None:
+    with pytest.raises(UnknownBandError, match="'XX': no sensor has a band of that name"):
+        resolve_band("XX")
+    with pytest.raises(UnknownBandError, match="unknown band 'B10' for sentinel-2-l2a"):
+        resolve_band("B10", ["sentinel-2-l2a"])
+    with pytest.raises(UnknownSensorError):
+        resolve_band("sentinel-9:B04")
+
+
+def test_sensors_with_every_named_band() -> None:
+    l1c_names = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12"]
+    assert [s.name for s in sensors_with(l1c_names)] == ["sentinel-2-l1c"]
+    assert [s.name for s in sensors_with(["B02", "B8A"])] == ["sentinel-2-l1c", "sentinel-2-l2a"]
+    assert sensors_with(["VV", "B02"]) == ()

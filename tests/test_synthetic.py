@@ -159,6 +159,8 @@ def test_every_sensor_gives_samples_that_collate(sensor, task, shape):
     assert sample["image"].shape == shape and sample["image"].dtype == torch.float32
     assert sample["sensor"] == get_sensor(sensor).name
     assert len(sample["bands"]) == shape[-3]
+    # SAR says its units (the world's sigma0 is linear); other sensors have none to say.
+    assert sample.get("units") == ("linear" if sensor == "sentinel-1-grd" else None)
     batch = next(iter(DataLoader(ds, batch_size=4, collate_fn=collate)))
     assert batch["image"].shape == (4, *shape)
     assert batch["lon"].shape == (4,) and not torch.isnan(batch["lat"]).any()

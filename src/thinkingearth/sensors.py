@@ -7,6 +7,12 @@ statistics. Lookups of sensors, bands and variables are case-insensitive and tre
 and spaces alike (``"Sentinel_2_L2A"`` finds ``sentinel-2-l2a``, ``"vv-amp"`` finds
 ``VV_amplitude``).
 
+A band name without its sensor resolves across the registry (:func:`resolve_band`) when every
+sensor that has a band of that name agrees on what it is (wavelength, bandwidth, polarisation,
+component, variable): ``"VV"`` is Sentinel-1 GRD's, ``"B8A"`` the same band of Sentinel-2 L1C and
+L2A. Only a real ambiguity asks for the sensor: ``"B04"`` is Sentinel-2's red (664.6 nm, 31 nm
+wide) and also an alias of Landsat 8-9's red (654.5 nm, 37 nm wide).
+
 Registered sensors (canonical names):
 
 * ``sentinel-1-grd``: C-SAR IW GRDH, ``VV``, ``VH`` as linear sigma0.
@@ -54,8 +60,10 @@ __all__ = [
     "SENSORS",
     "SPEED_OF_LIGHT_M_S",
     "SSL4EO_S12_S1_DB_STATS",
+    "AmbiguousBandError",
     "Band",
     "Polarisation",
+    "ResolvedBand",
     "SarComponent",
     "Sensor",
     "SensorKind",
@@ -63,6 +71,8 @@ __all__ = [
     "get_bands",
     "get_sensor",
     "radar_wavelength_nm",
+    "resolve_band",
+    "sensors_with",
 ]
 
 _T = TypeVar("_T")
@@ -166,6 +176,24 @@ class Band:
     def has_stats(self) -> bool:
         """True when published normalisation statistics are attached."""
         return self.mean is not None and self.std is not None
+
+    @property
+    def identity(self) -> tuple[float | str | None, ...]:
+        """What the band is physically: equal for one band in two products (L1C and L2A B04).
+
+        Wavelength and bandwidth (nm, rounded to 1e-6), polarisation, component and variable.
+        """
+
+        def rounded(value: float | None) -> float | None:
+            return None if value is None else round(float(value), 6)
+
+        return (
+            rounded(self.wavelength_nm),
+            rounded(self.bandwidth_nm),
+            self.polarisation,
+            self.component,
+            self.variable,
+        )
 
 
 @dataclass(frozen=True)
@@ -736,3 +764,107 @@ def find_variable(name: str) -> Band:
             + ", ".join(b.variable or b.name for b in _VARIABLES)
         )
     return band
+
+
+# --------------------------------------------------------------------------------------------
+# Band names without their sensor
+# --------------------------------------------------------------------------------------------
+
+
+class AmbiguousBandError(UserInputError):
+    """A band name that sensors of the registry use for different bands; it needs its sensor."""
+
+
+@dataclass(frozen=True)
+class ResolvedBand:
+    """A band name resolved across the registry (:func:`resolve_band`).
+
+    Attributes:
+        band: The band (of the first sensor in :attr:`sensors`).
+        sensors: Canonical names of every sensor, among those searched, that has a band of this
+            name; all of them describe the same band (wavelength, bandwidth, polarisation,
+            component, variable), though their products may differ (e.g. L1C top-of-atmosphere
+            and L2A surface reflectance).
+    """
+
+    band: Band
+    sensors: tuple[str, ...]
+
+    @property
+    def sensor(self) -> str:
+        """The first sensor that has the band, in registry order."""
+        return self.sensors[0]
+
+
+def _describe(band: Band) -> str:
+    if band.variable is not None:
+        return f"{band.name} ({band.variable})"
+    parts = []
+    if band.wavelength_nm is not None:
+        parts.append(f"{band.wavelength_nm:g} nm")
+    if band.bandwidth_nm is not None:
+        parts.append(f"{band.bandwidth_nm:g} nm wide")
+    if band.polarisation is not None:
+        parts.append(f"{band.polarisation} {band.component}")
+    return f"{band.name} ({', '.join(parts)})" if parts else band.name
+
+
+def sensors_with(names: Sequence[str]) -> tuple[Sensor, ...]:
+    """The sensors that have a band for every one of ``names`` (names or aliases), in registry order.
+
+    A file's band descriptions narrow down what it holds: ``B1`` … ``B12`` with ``B8A`` and
+    ``B10`` are only all found in Sentinel-2 L1C.
+    """
+    return tuple(s for s in _ALL_SENSORS if all(s.has_band(n) for n in names))
+
+
+def resolve_band(name: str, sensors: Sequence[str] | None = None) -> ResolvedBand:
+    """Resolve a band name across the registry, without being told its sensor.
+
+    Args:
+        name: A band name or alias (case-insensitive), bare (``"VV"``, ``"B8A"``) or qualified as
+            ``"<sensor>:<band>"`` (``"sentinel-2-l2a:B04"``).
+        sensors: Where to look (registry names or aliases); ``None`` looks in every sensor.
+
+    Returns:
+        The band and every sensor searched that has a band of that name. A bare name resolves
+        when all those sensors agree on the band's wavelength, bandwidth, polarisation,
+        component and variable.
+
+    Raises:
+        AmbiguousBandError: Sensors use the name for different bands; the message names them
+            and how to say which is meant.
+        UnknownBandError: No sensor searched has a band of that name.
+        UnknownSensorError: A qualified name or ``sensors`` names an unknown sensor.
+    """
+    text = str(name).strip()
+    if ":" in text:
+        sensor_name, _, band_name = text.partition(":")
+        sensor = get_sensor(sensor_name)
+        return ResolvedBand(sensor.band(band_name), (sensor.name,))
+    pool = _ALL_SENSORS if sensors is None else tuple(get_sensor(s) for s in sensors)
+    pool = tuple(dict.fromkeys(pool))
+    found = [(s, s.band(text)) for s in pool if s.has_band(text)]
+    if not found:
+        if len(pool) == 1:
+            raise UnknownBandError(
+                f"unknown band {text!r} for {pool[0].name}; expected one of: "
+                + ", ".join(pool[0].band_names)
+            )
+        raise UnknownBandError(
+            f"unknown band {text!r}: no sensor has a band of that name; expected a band of "
+            + ", ".join(s.name for s in pool)
+        )
+    groups: dict[tuple[float | str | None, ...], list[tuple[Sensor, Band]]] = {}
+    for sensor, band in found:
+        groups.setdefault(band.identity, []).append((sensor, band))
+    if len(groups) > 1:
+        meanings = " or ".join(
+            f"{', '.join(s.name for s, _ in members)} {_describe(members[0][1])}"
+            for members in groups.values()
+        )
+        raise AmbiguousBandError(
+            f"band {text!r} is ambiguous: {meanings}; qualify it with its sensor, e.g. "
+            f"'{found[0][0].name}:{text}'"
+        )
+    return ResolvedBand(found[0][1], tuple(s.name for s, _ in found))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from rasterio.windows import Window
 
 from thinkingearth.data.scene import (
     Acquisition,
-    SarUnitsWarning,
+    SarUnitsError,
     SceneInputError,
     SceneStack,
     SourceFile,
@@ -166,31 +165,35 @@ def test_nodata_nan_and_non_positive_linear_values_are_invalid(tmp_path: Path) -
     assert np.isfinite(x).all() and (x[:, :, ~valid] == 0).all()
 
 
-def test_sar_units_that_look_wrong_warn(tmp_path: Path) -> None:
+def test_stated_sar_units_the_values_contradict_are_an_error(tmp_path: Path) -> None:
     linear = np.random.default_rng(0).gamma(4.4, 0.02, size=(2, 40, 40)).astype(np.float32)
     lin_path = write_raster(tmp_path / "lin.tif", linear)
     db_path = write_raster(tmp_path / "db.tif", 10 * np.log10(linear), nodata=None)
-    for path, units, warns in [
-        (lin_path, "linear", False),
-        (db_path, "db", False),
-        (db_path, "linear", True),
-        (lin_path, "db", True),
+    for path, units, looks in [
+        (lin_path, "linear", None),
+        (db_path, "db", None),
+        (db_path, "dB", None),
+        (db_path, "linear", "look like decibels"),
+        (lin_path, "DB", "look like linear sigma0"),
     ]:
-        with (
-            SceneStack(
-                [Acquisition.from_path("--image", path)], sensor="s1", bands=["VV"], units=units
-            ) as s,
-            warnings.catch_warnings(record=True) as caught,
-        ):
-            warnings.simplefilter("always")
-            s.check_units()
-        assert any(issubclass(c.category, SarUnitsWarning) for c in caught) == warns, (path, units)
+        acq = [Acquisition.from_path("--image", path)]
+        if looks is None:
+            with SceneStack(acq, sensor="s1", bands=["VV"], units=units) as s:
+                assert s.file_units[0].source == "given"
+            continue
+        with pytest.raises(SarUnitsError, match=looks) as info:
+            SceneStack(acq, sensor="s1", bands=["VV"], units=units)
+        assert "\n" not in str(info.value) and "--sar-units" in str(info.value)
 
 
 def test_decimated_read_averages_blocks(tmp_path: Path) -> None:
     data = np.tile(np.arange(100, dtype=np.float32)[None, None, :] + 1, (2, 80, 1))
     path = write_raster(tmp_path / "ramp.tif", data)
-    with SceneStack([Acquisition.from_path("--image", path)], sensor="s1", bands=["VV"]) as s:
+    # Values 1-100 fit neither unit: they must be stated.
+    with pytest.raises(SarUnitsError, match=r"cannot tell .* pass --sar-units linear or db"):
+        SceneStack([Acquisition.from_path("--image", path)], sensor="s1", bands=["VV"])
+    acq = Acquisition.from_path("--image", path)
+    with SceneStack([acq], sensor="s1", bands=["VV"], units="linear") as s:
         x, valid = s.read_decimated(max_side=25)
     assert x.shape == (1, 1, 20, 25) and valid.all()
     assert np.allclose(x[0, 0, 0], np.arange(25) * 4 + 2.5)

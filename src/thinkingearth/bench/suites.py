@@ -13,11 +13,11 @@ fractions and the training schedule. Suites (:func:`get_suite`):
   fractions of 1 %, 10 % and 100 % (hours on a CPU);
 * ``kurosiwo``: Kuro Siwo flood mapping from the real data under ``--data-root``
   (:class:`~thinkingearth.data.formats.kurosiwo.KuroSiwo`, the published event split);
-* ``copernicus-bench``: the Copernicus-Bench tasks (Wang et al. 2025) whose inputs the toolkit
-  normalises as they are stored, read from ``--data-root`` through
-  :class:`~thinkingearth.data.formats.copernicusbench.CopernicusBench`; a task whose folder is
-  missing is skipped with the reason. Left out: eurosat_s1, bigearthnet_s1 and dfc2020_s1,
-  whose Sentinel-1 is stored in dB while the normalisation expects linear sigma0.
+* ``copernicus-bench``: the Copernicus-Bench tasks (Wang et al. 2025), read from
+  ``--data-root`` through :class:`~thinkingearth.data.formats.copernicusbench.CopernicusBench`;
+  a task whose folder is missing is skipped with the reason. The Sentinel-1 tasks stored in dB
+  (eurosat_s1, bigearthnet_s1, dfc2020_s1) are in: their Samples say ``units: "db"`` and the
+  normalisation converts from what the Sample says.
 
 Primary metrics: mAP (multi-label), overall accuracy (single-label), mIoU (segmentation and
 change detection, as Copernicus-Bench reports for Kuro Siwo), RMSE (regression, lower is
@@ -409,10 +409,13 @@ def _kurosiwo(data_root: Path | None) -> Suite:
 _COPERNICUS_TASKS: tuple[tuple[str, TaskKind, str, bool], ...] = (
     ("cloud_s2", "segmentation", "miou", True),
     ("cloud_s3", "segmentation", "miou", True),
+    ("eurosat_s1", "classification", "oa", True),
     ("eurosat_s2", "classification", "oa", True),
+    ("bigearthnet_s1", "multilabel", "map", True),
     ("bigearthnet_s2", "multilabel", "map", True),
     ("lc100cls_s3", "multilabel", "map", True),
     ("lc100seg_s3", "segmentation", "miou", True),
+    ("dfc2020_s1", "segmentation", "miou", True),
     ("dfc2020_s2", "segmentation", "miou", True),
     ("flood_s1", "change", "miou", True),
     ("lcz_s2", "classification", "oa", True),

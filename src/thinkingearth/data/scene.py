@@ -8,18 +8,30 @@ image, or the only image) and reads any window of that grid as ``[T, C, h, w]`` 
 validity mask. It never reads a whole scene at full resolution.
 
 * **Band names** come from the file's band descriptions, or from names the caller gives (the
-  CLI's ``--bands``), and are checked against the sensor registry: an unknown name, a file
-  without descriptions, or a file lacking a band the model needs is a one-line
-  :class:`SceneInputError`.
+  CLI's ``--bands``, one per file band, in file order), and are matched by name against the
+  sensor registry: the bands the model needs are read, the others are ignored (a 13-band L1C
+  file feeds a 12-band model). A band the model's sensor lacks is resolved across the registry
+  (:func:`~thinkingearth.sensors.resolve_band` among the sensors that have every band of the
+  file); when the file's bands are those of another product (B10 of Sentinel-2 L1C given to an
+  L2A model) a :class:`SensorMismatchWarning` says so. ``--bands`` that contradict the file's
+  descriptions, names no sensor has, a file without descriptions (and no ``--bands``), or a
+  file lacking a band the model needs are one-line :class:`SceneInputError` s.
 * **Alignment**: a file on another grid (CRS, resolution or extent) is reprojected on read with a
   :class:`rasterio.vrt.WarpedVRT` (bilinear, nodata-aware); ground outside its footprint is no
   data. Files that do not overlap the reference grid are an error.
 * **No data**: a pixel is invalid when any band of any acquisition is the file's nodata value,
   is not finite, lies outside a reprojected file's footprint, or (for SAR in linear units) is not
   positive. Invalid pixels are filled with 0 in the returned arrays; callers use the mask.
-* **SAR units**: files hold linear sigma0 or decibels (``units``); values are converted to what
-  the model wants (``to_units``). :meth:`SceneStack.check_units` warns with
-  :class:`SarUnitsWarning` when the values look like the other unit.
+* **SAR units**: each file holds linear sigma0 or decibels. ``units="auto"`` decides per file
+  from its values (:func:`detect_sar_units`: values below -1 cannot be linear sigma0; linear
+  sigma0 is mostly below 1); stated units that the values contradict are a one-line
+  :class:`SarUnitsError`, values that fit neither need the units stated. What was decided is in
+  :attr:`SceneStack.notes` (one line per file); values are converted to what the model wants
+  (``to_units``).
+* **Reflectance scale**: :meth:`SceneStack.check_scale` warns (:class:`ReflectanceScaleWarning`)
+  when Sentinel-2 values are about 10^4 off what the model's normalisation expects: reflectance
+  0-1 where it expects stored digital numbers (reflectance x 10000, as the registry's SSL4EO-S12
+  statistics are), or the reverse.
 * **Tiling**: :func:`tile_starts` and :func:`iter_windows` lay tiles with overlap over a grid in
   row-major order; the last tile of a row or column is shifted back to end at the scene's edge,
   and a scene smaller than a tile gets one tile of its own size.
@@ -60,27 +72,48 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from thinkingearth.errors import UnknownBandError, UserInputError
-from thinkingearth.sensors import Sensor, get_sensor
+from thinkingearth.sensors import (
+    SENSORS,
+    AmbiguousBandError,
+    ResolvedBand,
+    Sensor,
+    get_sensor,
+    resolve_band,
+    sensors_with,
+)
 
 __all__ = [
+    "SAR_UNITS",
+    "SAR_UNITS_OPTIONS",
     "Acquisition",
     "AcquisitionTime",
+    "FileUnits",
     "Grid",
+    "ReflectanceScaleWarning",
     "SarUnits",
-    "SarUnitsWarning",
+    "SarUnitsError",
+    "SarUnitsEvidence",
+    "SarUnitsOption",
     "SceneInputError",
     "SceneStack",
+    "SensorMismatchWarning",
     "SourceFile",
     "convert_sar",
     "date_in_name",
+    "detect_sar_units",
     "iter_windows",
     "parse_date",
+    "parse_sar_units",
     "tiff_datetime",
     "tile_starts",
 ]
 
 SarUnits = Literal["linear", "db"]
 SAR_UNITS: tuple[str, ...] = get_args(SarUnits)
+#: What a caller may state: the units, or ``auto`` to decide per file from the values.
+SarUnitsOption = Literal["auto", "linear", "db"]
+SAR_UNITS_OPTIONS: tuple[str, ...] = get_args(SarUnitsOption)
+_UNIT_WORDS = {"linear": "linear sigma0", "db": "decibels"}
 
 #: Linear sigma0 below this (−100 dB) is treated as zero when converting to decibels.
 _MIN_LINEAR = 1e-10
@@ -90,8 +123,30 @@ class SceneInputError(UserInputError):
     """An input scene the predictor cannot use: unreadable, misnamed bands, no overlap."""
 
 
-class SarUnitsWarning(UserWarning):
-    """SAR values that look like decibels where linear sigma0 was declared, or the reverse."""
+class SarUnitsError(SceneInputError):
+    """SAR values that contradict the stated units, or whose units cannot be told from them."""
+
+
+class SensorMismatchWarning(UserWarning):
+    """A file whose bands are another product's than the model's (L1C given to an L2A model)."""
+
+
+class ReflectanceScaleWarning(UserWarning):
+    """Optical values about 10^4 off the scale the model's normalisation expects."""
+
+
+def parse_sar_units(value: str, what: str = "--sar-units") -> SarUnitsOption:
+    """``auto``, ``linear`` or ``db``, case-insensitively (``dB``, ``DB``, ``Linear``).
+
+    Raises:
+        UserInputError: anything else, one line naming ``what`` and the choices.
+    """
+    text = str(value).strip().lower()
+    if text not in SAR_UNITS_OPTIONS:
+        raise UserInputError(
+            f"unknown {what} {value!r}; expected one of: {', '.join(SAR_UNITS_OPTIONS)}"
+        )
+    return text  # type: ignore[return-value]
 
 
 def _one_line(text: str) -> str:
@@ -394,6 +449,85 @@ def convert_sar(values: np.ndarray, units: SarUnits, to_units: SarUnits) -> np.n
     return values
 
 
+#: Linear sigma0 is never below this; decibels mostly are (-1 dB is sigma0 0.79).
+_DB_ONLY_BELOW = -1.0
+
+
+@dataclass(frozen=True)
+class SarUnitsEvidence:
+    """What SAR values say about their units (:func:`detect_sar_units`).
+
+    Attributes:
+        units: ``"db"``, ``"linear"``, or ``None`` when the values fit neither clearly.
+        count: finite values looked at.
+        below: share of values below -1, which linear sigma0 never is (thermal-noise removal
+            leaves small negatives at most).
+        median: median value.
+    """
+
+    units: SarUnits | None
+    count: int
+    below: float
+    median: float
+
+    def summary(self) -> str:
+        """The evidence in words, e.g. ``97% of values below -1, median -12.4``."""
+        if self.count == 0:
+            return "no valid values"
+        return f"{self.below:.0%} of values below -1, median {self.median:.3g}"
+
+
+def detect_sar_units(values: np.ndarray) -> SarUnitsEvidence:
+    """Tell linear sigma0 from decibels by the values (non-finite ones are ignored).
+
+    Decibels: more than 5 % of the values below -1 (linear sigma0 cannot be). Linear sigma0:
+    fewer than 1 % below -1 and a median in ``[0, 1)`` (sigma0 of land and water is mostly
+    0.001-0.5; a median at or above 1, i.e. 0 dB, is rare even in cities). Anything else (a
+    median of 1 or more with nothing negative: amplitudes, digital numbers) is ``None``.
+    """
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    flat = flat[np.isfinite(flat)]
+    if flat.size == 0:
+        return SarUnitsEvidence(None, 0, math.nan, math.nan)
+    below = float((flat < _DB_ONLY_BELOW).mean())
+    median = float(np.median(flat))
+    units: SarUnits | None = None
+    if below > 0.05:
+        units = "db"
+    elif below < 0.01 and 0.0 <= median < 1.0:
+        units = "linear"
+    return SarUnitsEvidence(units, int(flat.size), below, median)
+
+
+@dataclass(frozen=True)
+class FileUnits:
+    """The SAR units of one input file and how they were decided.
+
+    Attributes:
+        path: the file.
+        what: the acquisition it belongs to, e.g. ``"--post"``.
+        units: the units its values are read in.
+        source: ``"given"`` (stated by the caller and not contradicted by the values),
+            ``"detected"`` (``auto``, from the values) or ``"no data"`` (``auto`` on a file with no
+            valid value to look at: nothing to convert).
+        evidence: what the values said.
+    """
+
+    path: Path
+    what: str
+    units: SarUnits
+    source: Literal["given", "detected", "no data"]
+    evidence: SarUnitsEvidence
+
+    def describe(self) -> str:
+        """One log line, e.g. ``SAR units of --post post.tif: decibels, detected (…)``."""
+        head = f"SAR units of {self.what} {self.path.name}: "
+        if self.source == "no data":
+            return head + "no valid values to tell them from"
+        how = "detected from the values" if self.source == "detected" else "as given"
+        return f"{head}{_UNIT_WORDS[self.units]}, {how} ({self.evidence.summary()})"
+
+
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Start offsets of tiles of ``tile`` px with at least ``overlap`` px overlap over ``length``.
 
@@ -469,49 +603,167 @@ def open_raster(path: Path, what: str) -> Any:
 
 
 def _example_bands(sensor: Sensor, count: int) -> str:
+    """Band names to suggest for a file of ``count`` bands and a model of ``sensor``."""
+    if count != len(sensor.bands):
+        # A product that has every band of the model's sensor, and as many as the file.
+        for other in sensors_with(sensor.band_names):
+            if len(other.bands) == count:
+                return ",".join(other.band_names)
     names = list(sensor.band_names[:count])
-    return ",".join(names) if names else "…"
+    return ",".join(names) if len(names) == count else ",".join(names) + ",…"
 
 
-def band_names_of(dataset: Any, source: SourceFile, sensor: Sensor, what: str) -> tuple[str, ...]:
-    """Registry names of a file's bands, from ``source.bands`` or the file's descriptions.
+def _meanings(name: str, sensor: Sensor) -> set[tuple[float | str | None, ...]]:
+    """What a band name can mean physically: its band in ``sensor``, else in any sensor."""
+    if sensor.has_band(name):
+        return {sensor.band(name).identity}
+    return {s.band(name).identity for s in sensors_with([name])}
+
+
+@dataclass(frozen=True)
+class FileBands:
+    """Which band of a file is which, for a model of one sensor (:func:`match_bands`).
+
+    Attributes:
+        labels: each file band as the file (or ``--bands``) names it; ``""`` for no name.
+        names: the model sensor's canonical name of each file band; ``None`` for a band the
+            sensor lacks (ignored: another sensor's, no registry band, or unnamed).
+        foreign: the file bands that are another sensor's, resolved where the name is
+            unambiguous among :attr:`products` (``None`` where it is not).
+        unknown: labels that are no band of any sensor (ignored).
+        products: the sensors that have every band the file names, in registry order (empty
+            when none has them all, e.g. a stack of Sentinel-1 and Sentinel-2).
+        origin: ``"--bands"`` or ``"band description"``.
+    """
+
+    labels: tuple[str, ...]
+    names: tuple[str | None, ...]
+    foreign: tuple[tuple[str, ResolvedBand | None], ...]
+    unknown: tuple[str, ...]
+    products: tuple[str, ...]
+    origin: str
+
+    @property
+    def ignored(self) -> tuple[str, ...]:
+        """Labels of the file bands the model's sensor lacks (``""`` for unnamed ones)."""
+        return tuple(
+            label for label, name in zip(self.labels, self.names, strict=True) if name is None
+        )
+
+
+def match_bands(dataset: Any, source: SourceFile, sensor: Sensor, what: str) -> FileBands:
+    """Name each band of a file from ``source.bands`` or the file's descriptions.
+
+    Names the model's sensor has become its canonical names; other names are resolved across
+    the registry (:func:`~thinkingearth.sensors.resolve_band`, among the sensors having every
+    band the file names) and ignored, as are descriptions that are no band at all.
 
     Raises:
-        SceneInputError: the names do not match the band count, or the file has no descriptions.
-        UnknownBandError: a name the sensor does not have (the message lists the valid ones).
+        SceneInputError: ``source.bands`` does not name every file band, or contradicts the
+            file's descriptions; the file has no descriptions and no ``source.bands``; a band
+            is named twice.
+        UnknownBandError: a ``source.bands`` name that no sensor has (the message lists the
+            model sensor's names).
     """
     path = source.path
+    descriptions = tuple((d or "").strip() for d in dataset.descriptions)
     if source.bands is not None:
-        given = source.bands
+        given = tuple(str(b).strip() for b in source.bands)
         if len(given) != dataset.count:
             raise SceneInputError(
                 f"{what} {path} has {dataset.count} band(s) but --bands names {len(given)} "
                 f"({', '.join(given)}); name each band of the file in order"
             )
-        names: Sequence[str] = given
-        origin = "--bands"
+        for i, (name, described) in enumerate(zip(given, descriptions, strict=True), start=1):
+            if not sensors_with([name]):
+                raise UnknownBandError(
+                    f"--bands {name!r} of {what} {path} is not a {sensor.name} band (nor any "
+                    f"sensor's); expected names from: {', '.join(sensor.band_names)}"
+                )
+            mine, theirs = _meanings(name, sensor), _meanings(described, sensor)
+            if described and mine and theirs and not mine & theirs:
+                raise SceneInputError(
+                    f"--bands names band {i} of {what} {path} {name!r} but the file describes "
+                    f"it as {described!r}; drop --bands to read the bands by their "
+                    f"descriptions ({', '.join(d or '?' for d in descriptions)})"
+                )
+        labels, origin = given, "--bands"
     else:
-        descriptions = dataset.descriptions
-        if any(not d for d in descriptions):
+        if not any(descriptions):
             raise SceneInputError(
                 f"{what} {path} has no band descriptions; pass --bands with its {dataset.count} "
-                f"{sensor.name} band name(s) in order, e.g. --bands "
+                f"band name(s) in order (the model takes {sensor.name} bands), e.g. --bands "
                 f"{_example_bands(sensor, dataset.count)}"
             )
-        names = descriptions
-        origin = "band description"
-    resolved: list[str] = []
-    for name in names:
-        if not sensor.has_band(name):
-            raise UnknownBandError(
-                f"{origin} {name!r} of {what} {path} is not a {sensor.name} band; expected "
-                f"names from: {', '.join(sensor.band_names)}"
+        labels, origin = descriptions, "band description"
+    # The products that have every band the file names (no-band labels left out).
+    products = tuple(s.name for s in sensors_with([n for n in labels if n and sensors_with([n])]))
+    names: list[str | None] = []
+    foreign: list[tuple[str, ResolvedBand | None]] = []
+    unknown: list[str] = []
+    for label in labels:
+        if label and sensor.has_band(label):
+            canonical = sensor.band(label).name
+            if canonical in names:
+                raise SceneInputError(f"{what} {path} names band {canonical} twice ({origin})")
+            names.append(canonical)
+            continue
+        names.append(None)
+        if not label:
+            continue
+        try:
+            foreign.append((label, resolve_band(label, products or None)))
+        except AmbiguousBandError:
+            foreign.append((label, None))
+        except UnknownBandError:
+            unknown.append(label)
+    return FileBands(
+        labels=tuple(labels),
+        names=tuple(names),
+        foreign=tuple(foreign),
+        unknown=tuple(unknown),
+        products=products,
+        origin=origin,
+    )
+
+
+#: Fewer valid values than this in the middle of a file: look at the whole file, decimated.
+_MIN_SAMPLE = 256
+
+
+def _sample_values(reader: _Reader, side: int = 512) -> np.ndarray:
+    """Valid values of a file's bands: a window in its middle, else the whole file decimated.
+
+    Read from the file itself (not a reprojection), as stored; no-data and non-finite values are
+    left out.
+    """
+    dataset = reader.base
+    height, width = int(dataset.height), int(dataset.width)
+
+    def valid_values(data: np.ndarray) -> np.ndarray:
+        keep = np.isfinite(data)
+        if reader.nodata is not None and not math.isnan(reader.nodata):
+            keep &= data != np.float32(reader.nodata)
+        return data[keep]
+
+    h, w = min(side, height), min(side, width)
+    window = Window((width - w) // 2, (height - h) // 2, w, h)
+    try:
+        values = valid_values(dataset.read(reader.indexes, window=window, out_dtype="float32"))
+        if values.size < _MIN_SAMPLE and (h, w) != (height, width):
+            scale = max(1.0, max(height, width) / side)
+            shape = (len(reader.indexes), max(1, int(height / scale)), max(1, int(width / scale)))
+            values = valid_values(
+                dataset.read(
+                    reader.indexes,
+                    out_shape=shape,
+                    resampling=Resampling.nearest,
+                    out_dtype="float32",
+                )
             )
-        canonical = sensor.band(name).name
-        if canonical in resolved:
-            raise SceneInputError(f"{what} {path} names band {canonical} twice ({origin})")
-        resolved.append(canonical)
-    return tuple(resolved)
+    except RasterioError as exc:
+        raise _read_error(reader.path, exc) from None
+    return values
 
 
 def _acquisition_time(acq: Acquisition, files: Sequence[tuple[SourceFile, Any]]) -> AcquisitionTime:
@@ -540,6 +792,7 @@ class _Reader:
     channels: list[int]  # position of each of those in the model's band order
     nodata: float | None
     alpha: int | None  # 1-based alpha band of a WarpedVRT of a file without nodata
+    units: SarUnits | None = None  # SAR units of the file's values (None: not SAR)
 
 
 class SceneStack:
@@ -551,8 +804,11 @@ class SceneStack:
         bands: the bands the model needs, in the model's order (registry names or aliases).
         reference: index of the acquisition whose first file defines the output grid
             (default: the last one, i.e. the post-event image).
-        units: SAR units of the files (ignored for non-SAR sensors).
-        to_units: SAR units the arrays are returned in (default: ``units``).
+        units: SAR units of the files, case-insensitive: ``"auto"`` decides per file from its
+            values (:func:`detect_sar_units`), ``"linear"`` or ``"db"`` states them (values
+            that contradict it are an error). Ignored for non-SAR sensors.
+        to_units: SAR units the arrays are returned in (default: the stated units; with
+            ``"auto"``, linear).
         resampling: resampling for reprojected files.
 
     Attributes:
@@ -560,11 +816,22 @@ class SceneStack:
         times: the date of each acquisition (:class:`AcquisitionTime`): given, else the first
             file with a ``TIFFTAG_DATETIME`` tag, else the first file name holding a date, else
             unknown.
+        file_units: the SAR units of each SAR file read and how they were decided.
+        file_bands: per acquisition, per file, which file band is which
+            (:class:`FileBands`).
+        notes: what a log should say once: each SAR file's units, and the bands ignored.
 
     Raises:
         SceneInputError: a missing, corrupt or truncated file, band names that cannot be worked
-            out, a file lacking a needed band, or a file that does not overlap the reference.
-        UnknownBandError: a band name the sensor does not have.
+            out or that contradict the file's descriptions, a file lacking a needed band, or a
+            file that does not overlap the reference.
+        SarUnitsError: SAR values that contradict the stated units, or (``"auto"``) whose
+            units the values do not tell.
+        UnknownBandError: a band name no sensor has.
+
+    Warns:
+        SensorMismatchWarning: a file whose bands are another product's (L1C given to an L2A
+            model).
     """
 
     def __init__(
@@ -574,25 +841,29 @@ class SceneStack:
         sensor: str,
         bands: Sequence[str],
         reference: int = -1,
-        units: SarUnits = "linear",
-        to_units: SarUnits | None = None,
+        units: SarUnitsOption | str = "auto",
+        to_units: SarUnits | str | None = None,
         resampling: Resampling = Resampling.bilinear,
     ) -> None:
         if not acquisitions:
             raise SceneInputError("a scene needs at least one input image")
-        for value in (units, to_units):
-            if value is not None and value not in SAR_UNITS:
-                raise UserInputError(
-                    f"unknown SAR units {value!r}; expected one of: {', '.join(SAR_UNITS)}"
-                )
+        self.units: SarUnitsOption = parse_sar_units(units, "SAR units")
+        if to_units is None:
+            self.to_units: SarUnits = "linear" if self.units == "auto" else self.units
+        else:
+            target = parse_sar_units(to_units, "SAR units")
+            if target == "auto":
+                raise UserInputError("to_units must be 'linear' or 'db', not 'auto'")
+            self.to_units = target
         self.sensor = get_sensor(sensor)
         self.bands = tuple(b.name for b in self.sensor.select(list(bands)))
         self.is_sar = self.sensor.kind == "sar" and all(
             b.component == "intensity" for b in self.sensor.select(self.bands)
         )
-        self.units: SarUnits = units
-        self.to_units: SarUnits = units if to_units is None else to_units
         self.acquisitions = tuple(acquisitions)
+        self.file_units: tuple[FileUnits, ...] = ()
+        self.file_bands: tuple[tuple[FileBands, ...], ...] = ()
+        self.notes: tuple[str, ...] = ()
         self._readers: list[list[_Reader]] = []
         self._datasets: list[Any] = []
         try:
@@ -623,27 +894,103 @@ class SceneStack:
         self.grid = Grid.of(ref_ds)
         self.reference_path = ref_source.path
         self.reference_nodata = ref_ds.nodata
+        notes: list[str] = []
+        file_bands: list[tuple[FileBands, ...]] = []
         for acq, files in zip(self.acquisitions, opened, strict=True):
             readers: list[_Reader] = []
             found: dict[str, tuple[int, int]] = {}
-            for k, (source, ds) in enumerate(files):
-                names = band_names_of(ds, source, self.sensor, acq.name)
-                for i, name in enumerate(names, start=1):
-                    found.setdefault(name, (k, i))
+            matches = tuple(match_bands(ds, source, self.sensor, acq.name) for source, ds in files)
+            file_bands.append(matches)
+            for k, match in enumerate(matches):
+                for i, name in enumerate(match.names, start=1):
+                    if name is not None:
+                        found.setdefault(name, (k, i))
             missing = [b for b in self.bands if b not in found]
             if missing:
-                have = sorted(found, key=self.sensor.band_names.index)
-                where = ", ".join(str(p) for p in acq.paths)
-                raise SceneInputError(
-                    f"{acq.name} {where} has {len(have)} band(s) ({', '.join(have)}) but the "
-                    f"model needs {len(self.bands)}: {', '.join(self.bands)}"
-                )
-            for k, (source, ds) in enumerate(files):
+                raise SceneInputError(self._missing_message(acq, matches))
+            for k, ((source, ds), match) in enumerate(zip(files, matches, strict=True)):
                 pairs = [(found[b][1], c) for c, b in enumerate(self.bands) if found[b][0] == k]
+                self._check_product(acq, source, match)
+                if pairs and match.ignored:
+                    ignored = ", ".join(label or "unnamed" for label in match.ignored)
+                    notes.append(
+                        f"{acq.name} {source.path.name}: reading {len(pairs)} of its "
+                        f"{len(match.names)} bands by {match.origin} (ignoring {ignored})"
+                    )
                 if not pairs:
                     continue
                 readers.append(self._reader(source, ds, acq, pairs, ref_acq, resampling))
             self._readers.append(readers)
+        self.file_bands = tuple(file_bands)
+        self.file_units = tuple(self._decide_units())
+        self.notes = tuple(u.describe() for u in self.file_units) + tuple(notes)
+
+    def _missing_message(self, acq: Acquisition, matches: Sequence[FileBands]) -> str:
+        labels = [
+            name or label or "unnamed"
+            for match in matches
+            for label, name in zip(match.labels, match.names, strict=True)
+        ]
+        where = ", ".join(str(p) for p in acq.paths)
+        products = set.intersection(*(set(m.products) for m in matches)) if matches else set()
+        # Say what the file holds when it is plainly another sensor's (S1 given to an S2 model).
+        holds = needs = ""
+        if products and self.sensor.name not in products:
+            holds = ": " + " or ".join(p for p in SENSORS if p in products) + " bands"
+            needs = f" {self.sensor.name} bands"
+        message = (
+            f"{acq.name} {where} has {len(labels)} band(s) ({', '.join(labels)}{holds}) but the "
+            f"model needs {len(self.bands)}{needs}: {', '.join(self.bands)}"
+        )
+        unnamed = any(not label for match in matches for label in match.labels)
+        if unnamed or any(match.unknown for match in matches):
+            message += "; name the file's bands in order with --bands"
+        return message
+
+    def _check_product(self, acq: Acquisition, source: SourceFile, match: FileBands) -> None:
+        """Warn when a file's bands are another product's than the model's sensor."""
+        if not match.foreign or not match.products:
+            return
+        extra = ", ".join(label for label, _ in match.foreign)
+        products = " or ".join(match.products)
+        warnings.warn(
+            f"{acq.name} {source.path} holds {products} data (it has {extra}, which "
+            f"{self.sensor.name} lacks) but the model was trained on {self.sensor.name}; its "
+            f"{len(self.bands)} bands are taken by name: expect less accurate predictions",
+            SensorMismatchWarning,
+            stacklevel=4,
+        )
+
+    def _decide_units(self) -> list[FileUnits]:
+        """Decide (``auto``) or check (stated) the SAR units of every SAR file read."""
+        decided: list[FileUnits] = []
+        if not self.is_sar:
+            return decided
+        for acq, readers in zip(self.acquisitions, self._readers, strict=True):
+            for reader in readers:
+                evidence = detect_sar_units(_sample_values(reader))
+                where = f"{acq.name} {reader.path}"
+                if self.units == "auto":
+                    if evidence.units is None and evidence.count > 0:
+                        raise SarUnitsError(
+                            f"cannot tell whether {where} holds linear sigma0 or decibels from "
+                            f"its values ({evidence.summary()}); pass --sar-units linear or db"
+                        )
+                    units = evidence.units or self.to_units
+                    source: Literal["given", "detected", "no data"] = (
+                        "detected" if evidence.units else "no data"
+                    )
+                else:
+                    units, source = self.units, "given"
+                    if evidence.units is not None and evidence.units != units:
+                        raise SarUnitsError(
+                            f"{where} holds values that look like {_UNIT_WORDS[evidence.units]} "
+                            f"({evidence.summary()}), not {_UNIT_WORDS[units]} as stated; pass "
+                            f"--sar-units {evidence.units} (or auto)"
+                        )
+                reader.units = units
+                decided.append(FileUnits(reader.path, acq.name, units, source, evidence))
+        return decided
 
     def _reader(
         self,
@@ -751,11 +1098,12 @@ class SceneStack:
                 valid &= np.isfinite(data).all(axis=0)
                 if reader.nodata is not None and not math.isnan(reader.nodata):
                     valid &= (data != np.float32(reader.nodata)).all(axis=0)
-                if self.is_sar and self.units == "linear" and not raw:
-                    valid &= (data > 0).all(axis=0)
+                if reader.units is not None and not raw:
+                    if reader.units == "linear":
+                        valid &= (data > 0).all(axis=0)
+                    if convert:
+                        convert_sar(data, reader.units, self.to_units)
                 x[t, reader.channels] = data
-        if self.is_sar and convert and not raw:
-            convert_sar(x, self.units, self.to_units)
         x[:, :, ~valid] = 0.0
         return x, valid
 
@@ -786,39 +1134,77 @@ class SceneStack:
             valid[r0:r1] = ok
         return x, valid
 
-    def check_units(self, sample_side: int = 512) -> str | None:
-        """Warn (:class:`SarUnitsWarning`) when SAR values look like the other unit.
+    def check_scale(
+        self, expected: Sequence[float] | None = None, sample_side: int = 512
+    ) -> str | None:
+        """Warn when optical values are about 10^4 off the scale the model expects.
 
-        Looks at a ``sample_side`` window in the middle of the scene, in the files' own units:
-        linear sigma0 is positive and mostly below 1; decibels are mostly negative.
+        Sentinel-2 is stored as digital numbers, reflectance x 10000 (the registry's ``scale``
+        1e-4), and the registry's SSL4EO-S12 statistics are in those numbers. Reflectance 0-1
+        given where they are expected, or digital numbers where a model's own statistics are
+        reflectance, collapses every pixel to nearly one normalised value. Compares the median
+        of each band in a ``sample_side`` window in the middle of the scene with what the model
+        expects; warns (:class:`ReflectanceScaleWarning`) when the typical ratio is beyond 100
+        either way (half of the 10^4 in orders of magnitude).
+
+        Args:
+            expected: per band (in :attr:`bands` order), the typical stored value the model's
+                normalisation expects (its mean); ``None``: the registry's statistics.
+            sample_side: side of the window looked at.
 
         Returns:
-            The warning's text, or ``None`` when the values fit the declared units.
+            The warning's text, or ``None`` when the values fit (or cannot be compared: bands
+            without a digital-number scale or statistics, no valid pixels).
         """
-        if not self.is_sar:
+        bands = self.sensor.select(self.bands)
+        means = [b.mean for b in bands] if expected is None else list(expected)
+        if len(means) != len(bands):
+            raise UserInputError(f"expected {len(bands)} values, one per band; got {len(means)}")
+        # Bands stored as digital numbers of a reflectance (S2: x 1e4), with an expected level.
+        levels = {
+            c: float(mean)
+            for c, (band, mean) in enumerate(zip(bands, means, strict=True))
+            if band.units == "reflectance"
+            and band.offset == 0.0
+            and 0.0 < band.scale < 1.0
+            and mean is not None
+            and mean > 0
+        }
+        if not levels:
             return None
         height, width = self.grid.shape
         h, w = min(sample_side, height), min(sample_side, width)
-        window = Window((width - w) // 2, (height - h) // 2, w, h)
-        x, valid = self.read(window, raw=True)
-        values = x[:, :, valid]
-        if values.size == 0:
+        x, valid = self.read(Window((width - w) // 2, (height - h) // 2, w, h), raw=True)
+        if not valid.any():
             return None
-        negative = float((values < 0).mean())
-        median = float(np.median(values))
+        observed: list[float] = []
+        wanted: list[float] = []
+        for c, level in levels.items():
+            median = float(np.median(x[:, c][:, valid]))
+            if median > 0:
+                observed.append(median)
+                wanted.append(level)
+        if not observed:
+            return None
+        ratio = float(np.median(np.log10(np.asarray(observed) / np.asarray(wanted))))
+        factor = 1.0 / bands[next(iter(levels))].scale
+        seen, want = float(np.median(observed)), float(np.median(wanted))
+        name = f"{self.sensor.name} values of {self.reference_path.name}"
         message = None
-        if self.units == "linear" and negative > 0.05:
+        if ratio <= -2.0:
             message = (
-                f"{negative:.0%} of SAR values in {self.reference_path.name} are negative "
-                f"(median {median:.3g}): they look like decibels; pass --sar-units db if so"
+                f"{name} look like reflectance 0-1 (median {seen:.3g}) but the model's "
+                f"normalisation expects digital numbers, reflectance x {factor:g} (about "
+                f"{want:.4g}); multiply the input by {factor:g}"
             )
-        elif self.units == "db" and negative < 0.01 and median < 1.0:
+        elif ratio >= 2.0:
             message = (
-                f"SAR values in {self.reference_path.name} are positive with median "
-                f"{median:.3g}: they look like linear sigma0; pass --sar-units linear if so"
+                f"{name} look like digital numbers, reflectance x {factor:g} (median "
+                f"{seen:.4g}), but the model's normalisation expects reflectance 0-1 (about "
+                f"{want:.3g}); divide the input by {factor:g}"
             )
         if message is not None:
-            warnings.warn(message, SarUnitsWarning, stacklevel=2)
+            warnings.warn(message, ReflectanceScaleWarning, stacklevel=2)
         return message
 
     # --- lifetime -----------------------------------------------------------------------------

@@ -782,7 +782,8 @@ class SyntheticCopernicus(Dataset[dict[str, Any]]):
     * ``no2``: ``target`` float32 ``[1, H, W]`` tropospheric NO2, µmol/m²;
     * ``none``: image and metadata only (pretraining).
 
-    Every Sample also carries ``caption`` and ``labels`` (the multi-hot vector, for SoftCon).
+    Every Sample also carries ``caption`` and ``labels`` (the multi-hot vector, for SoftCon);
+    Sentinel-1 Samples carry ``units`` ``"linear"`` (sigma0).
 
     Args:
         task: what the Sample is for (see above).
@@ -915,6 +916,8 @@ def scene_to_sample(
         "caption": scene.caption,
         "labels": torch.from_numpy(scene.multilabel()),
     }
+    if key == "s1":
+        sample["units"] = "linear"  # the world's Sentinel-1 is sigma0 (see generate_scene)
     if task == "multilabel":
         sample["label"] = torch.from_numpy(scene.multilabel())
     elif task == "landcover":

@@ -183,6 +183,8 @@ class CopernicusBenchTask:
         modes: the torchgeo ``mode`` values, default first; empty if the task has none.
         mode_classes: per-mode ``(classes, label_map)`` overriding the two fields above.
         values: what the image values are.
+        units: SAR units of the image, ``"db"`` or ``"linear"`` (sigma0); ``None`` for other
+            sensors. Samples carry it as ``units``.
         requires: Python package the task needs besides torchgeo, if any.
     """
 
@@ -204,6 +206,7 @@ class CopernicusBenchTask:
         default_factory=dict
     )
     values: str = ""
+    units: Literal["linear", "db"] | None = None
     requires: str | None = None
 
 
@@ -240,6 +243,7 @@ TASKS: Mapping[str, CopernicusBenchTask] = MappingProxyType(
                 directory="eurosat_s1", split_file="eurosat-{split}.txt", folders=("all_imgs",),
                 classes=_EUROSAT_CLASSES, gsd=10.0,
                 values="VV, VH backscatter in dB (EuroSAT-SAR, from Earth Engine S1 GRD)",
+                units="db",
             ),
             _task(
                 name="eurosat_s2", torchgeo_class="CopernicusBenchEuroSATS2",
@@ -252,7 +256,7 @@ TASKS: Mapping[str, CopernicusBenchTask] = MappingProxyType(
                 sensor="sentinel-1-grd", kind="multilabel", hub_folder="l2_bigearthnet_s1s2",
                 directory="bigearthnet_s1s2", split_file="multilabel-{split}.csv",
                 folders=("BigEarthNet-S1-5%",), classes=_BEN19, gsd=10.0,
-                values="VV, VH backscatter in dB (BigEarthNet v2)",
+                values="VV, VH backscatter in dB (BigEarthNet v2)", units="db",
             ),
             _task(
                 name="bigearthnet_s2", torchgeo_class="CopernicusBenchBigEarthNetS2",
@@ -282,7 +286,7 @@ TASKS: Mapping[str, CopernicusBenchTask] = MappingProxyType(
                 sensor="sentinel-1-grd", kind="segmentation", hub_folder="l2_dfc2020_s1s2",
                 directory="dfc2020_s1s2", split_file="dfc-{split}-new.csv", folders=("s1", "dfc"),
                 classes=_DFC_CLASSES, ignore_index=IGNORE_INDEX, label_map=_DFC_MAP, gsd=10.0,
-                values="VV, VH backscatter in dB (SEN12MS)",
+                values="VV, VH backscatter in dB (SEN12MS)", units="db",
             ),
             _task(
                 name="dfc2020_s2", torchgeo_class="CopernicusBenchDFC2020S2",
@@ -298,6 +302,7 @@ TASKS: Mapping[str, CopernicusBenchTask] = MappingProxyType(
                 classes=("No Water", "Permanent Waters", "Floods"), ignore_index=3, gsd=10.0,
                 modes=(1, 2),
                 values="Kuro Siwo VV, VH linear sigma0; image [T, 2, H, W]: (SL2,) SL1, MS1",
+                units="linear",
             ),
             _task(
                 name="lcz_s2", torchgeo_class="CopernicusBenchLCZS2", sensor="sentinel-2-l1c",
@@ -394,7 +399,8 @@ class CopernicusBench(Dataset):
     since 1970-01-01 (torchgeo's midpoint of the date or date range in the file name, NaN where
     the name has none; float64 ``[T]`` for time series; torchgeo keeps seconds as float32, so
     times are good to about a minute), ``gsd`` (:attr:`CopernicusBenchTask.gsd`, nominal) and
-    ``task``. Note that the EuroSAT tasks use torchgeo's Copernicus-Bench class order, not the
+    ``task``; Sentinel-1 samples also carry ``units`` (``"db"`` for eurosat_s1, bigearthnet_s1
+    and dfc2020_s1, ``"linear"`` for flood_s1). Note that the EuroSAT tasks use torchgeo's Copernicus-Bench class order, not the
     alphabetical one of :class:`~thinkingearth.data.formats.eurosat.EuroSATMS`.
 
     If you use this dataset in your research, please cite:
@@ -627,6 +633,8 @@ class CopernicusBench(Dataset):
             "gsd": self.task.gsd,
             "task": self.name,
         }
+        if self.task.units is not None:
+            sample["units"] = self.task.units
         kind = self.task.kind
         if kind in ("classification", "multilabel"):
             sample["label"] = torch.as_tensor(raw["label"]).to(torch.int64)

@@ -43,7 +43,9 @@ __all__ = [
     "SCENES",
     "SPLITS",
     "KuroSiwo",
+    "KuroSiwoSAR",
     "build_index",
+    "build_unlabelled_index",
     "write_index",
     "write_kurosiwo_tile",
 ]
@@ -532,7 +534,8 @@ class KuroSiwo(Dataset):
 
     Each item is a Sample with ``image`` float32 ``[3, 2, H, W]`` (SL2, SL1, MS1 x VV, VH, linear
     sigma0 as stored; normalisation is a transform), ``mask`` int64 ``[H, W]`` (MLU with pixels
-    where MNA != 1 or MLU is nodata set to :attr:`ignore_index`), ``bands``, ``sensor``, ``time``
+    where MNA != 1 or MLU is nodata set to :attr:`ignore_index`), ``bands``, ``sensor``,
+    ``units`` (``"linear"``), ``time``
     (float64 ``[3]``, days since 1970-01-01 of SL2, SL1, MS1), ``lon``/``lat`` (tile centre, WGS84
     degrees), ``gsd`` (pixel size from the transform), ``crs``, ``transform``, ``actid``, ``aoi``,
     ``tile`` and, with ``return_dem``, ``dem`` float32 ``[1, H, W]``.
@@ -687,6 +690,7 @@ class KuroSiwo(Dataset):
             "mask": torch.from_numpy(mask),
             "bands": self.bands,
             "sensor": self.sensor,
+            "units": "linear",  # Kuro Siwo stores sigma0, not dB
             "time": self._times[index].clone(),
             "lon": lon,
             "lat": lat,
@@ -730,3 +734,230 @@ def _days(value: str | None) -> float:
         return to_days(datetime.fromisoformat(str(value)))
     except ValueError:
         return math.nan
+
+
+# ------------------------------------------------------------------------- SAR for pretraining
+
+#: Area of interest of the published unlabelled tiles.
+UNLABELLED_AOI = 0
+
+
+def _sar_files(folder: Path) -> dict[str, str]:
+    """The ``{SL2,SL1,MS1}_{IVV,IVH}_*.tif`` files of a tile folder (one per product at most)."""
+    files: dict[str, str] = {}
+    for scene in SCENES:
+        for pol in _POLS:
+            product = f"{scene}_{pol}"
+            matches = sorted(p.name for p in folder.glob(f"{product}_*.tif"))
+            if len(matches) > 1:
+                raise DataLayoutError(
+                    f"Kuro Siwo tile {folder} has {len(matches)} files matching {product}_*.tif, "
+                    "expected one"
+                )
+            if matches:
+                files[product] = matches[0]
+    return files
+
+
+def _unlabelled_tile(root: Path, folder: Path, actid: int) -> dict[str, Any] | None:
+    """The record of an unlabelled tile folder, or ``None`` when it holds no whole acquisition."""
+    files = _sar_files(folder)
+    scenes = tuple(s for s in SCENES if all(f"{s}_{p}" in files for p in _POLS))
+    if not scenes:
+        return None
+    dates: dict[str, str | None] = {}
+    info_path = folder / "info.json"
+    sources: dict[str, Any] = {}
+    if info_path.is_file():
+        try:
+            info = json.loads(info_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise DataLayoutError(
+                f"Kuro Siwo tile {folder} has an unreadable info.json: {err}"
+            ) from None
+        if isinstance(info, dict) and isinstance(info.get("sources"), dict):
+            sources = info["sources"]
+    for scene in scenes:
+        source = sources.get(scene)
+        value = source.get("source_date") if isinstance(source, dict) else None
+        dates[scene] = str(value) if value else _date_from_stem(files[f"{scene}_{_POLS[0]}"])
+    return {
+        "actid": actid,
+        "aoi": UNLABELLED_AOI,
+        "tile": folder.name,
+        "path": folder.relative_to(root).as_posix(),
+        "files": files,
+        "dates": dates,
+        "scenes": list(scenes),
+    }
+
+
+def build_unlabelled_index(
+    root: str | Path, *, events: Collection[int] | None = None
+) -> list[dict]:
+    """Index the unlabelled tiles, ``root/data/<actid>/00/<tile>/``.
+
+    Kuro Siwo publishes, beside its labelled tiles, unlabelled Sentinel-1 tiles for
+    self-supervised pretraining in the area of interest ``00`` of each activation: the same
+    ``{SL2,SL1,MS1}_{IVV,IVH}_<actid>_00_<YYYYMMDD>.tif`` files as a labelled tile (float32
+    linear sigma0, nodata 0), without the ``MK0`` masks; ``info.json`` may be there (its
+    ``sources`` dates are used) or not (dates from the file names). This is the layout Kuro
+    Siwo's own pretraining loader (``SSLDataset`` in Orion-AI-Lab/KuroSiwo) walks. A tile with
+    at least one whole acquisition (VV and VH) is indexed with the acquisitions it has; folders
+    whose name starts with ``.`` are skipped.
+
+    Returns:
+        One record per tile, sorted by (actid, tile): ``actid``, ``aoi`` (0), ``tile``, ``path``,
+        ``files`` (product -> file name), ``dates`` and ``scenes`` (the acquisitions present).
+
+    Raises:
+        DataLayoutError: if ``root`` or ``root/data`` is missing.
+    """
+    root = _check_root(root)
+    wanted = None if events is None else {int(e) for e in events}
+    records: list[dict] = []
+    event_dirs = [
+        p for p in (root / "data").iterdir() if p.is_dir() and not _is_hidden(p) and p.name.isdigit()
+    ]
+    for event_dir in sorted(event_dirs, key=lambda p: int(p.name)):
+        actid = int(event_dir.name)
+        if wanted is not None and actid not in wanted:
+            continue
+        aoi_dir = event_dir / f"{UNLABELLED_AOI:02d}"
+        if not aoi_dir.is_dir():
+            continue
+        for folder in sorted(aoi_dir.iterdir(), key=lambda p: p.name):
+            if folder.is_dir() and not _is_hidden(folder):
+                record = _unlabelled_tile(root, folder, actid)
+                if record is not None:
+                    records.append(record)
+    return records
+
+
+class KuroSiwoSAR(Dataset):
+    """Kuro Siwo's Sentinel-1 acquisitions without labels, for pretraining.
+
+    Every tile of the chosen events: the labelled tiles (as :class:`KuroSiwo` finds them, from
+    ``kurosiwo_index.json`` when it exists) and the unlabelled tiles of the areas ``00``
+    (:func:`build_unlabelled_index`). Item ``i`` is a tile: ``image`` float32 ``[T, 2, H, W]``
+    of the acquisitions it has (oldest first; a labelled tile has SL2, SL1, MS1), linear sigma0
+    as stored (0 = no data), ``time`` float64 ``[T]``, ``scenes``, ``bands`` (VV, VH),
+    ``sensor``, ``units`` (``"linear"``), ``lon``/``lat`` of the tile centre, ``gsd``, ``crs``,
+    ``transform``, ``actid``, ``aoi`` and ``tile``; no mask. :meth:`read_scene` reads one
+    acquisition only.
+
+    Args:
+        root: dataset root, the folder that contains ``data/``.
+        split: the published event split, or ``None`` for every event on disk.
+        events: explicit activation ids; overrides ``split``.
+        labelled: include the labelled tiles.
+        unlabelled: include the unlabelled tiles.
+
+    Raises:
+        UserInputError: for an unknown split or nothing to include.
+        DataLayoutError: if the root or a tile file is missing, or no tile is found.
+    """
+
+    bands: tuple[str, ...] = _BANDS
+    sensor: str = _SENSOR
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: Literal["train", "val", "test"] | None = "train",
+        events: Sequence[int] | None = None,
+        labelled: bool = True,
+        unlabelled: bool = True,
+    ) -> None:
+        """Index the tiles of the chosen events."""
+        if split is not None and split not in SPLITS:
+            raise UserInputError(
+                f"unknown Kuro Siwo split {split!r}; choose one of {', '.join(SPLITS)} or None"
+            )
+        if not (labelled or unlabelled):
+            raise UserInputError("KuroSiwoSAR needs labelled or unlabelled tiles (or both)")
+        self.root = _check_root(root)
+        chosen: set[int] | None = None
+        if events is not None:
+            chosen = _as_ids(events, "events")
+        elif split is not None:
+            chosen = set(SPLITS[split])
+        records: list[dict] = []
+        if labelled:
+            index_path = self.root / INDEX_NAME
+            if index_path.is_file():
+                found = _read_index(self.root, index_path)
+                if chosen is not None:
+                    found = [r for r in found if int(r["actid"]) in chosen]
+            else:
+                found = build_index(self.root, events=chosen)
+            records += [{**r, "scenes": list(SCENES)} for r in found]
+        self.labelled_tiles = len(records)
+        if unlabelled:
+            records += build_unlabelled_index(self.root, events=chosen)
+        self.unlabelled_tiles = len(records) - self.labelled_tiles
+        if not records:
+            ids = "all" if chosen is None else ", ".join(str(e) for e in sorted(chosen)) or "none"
+            raise DataLayoutError(
+                f"Kuro Siwo root {self.root} has no tiles for activation ids {ids} under "
+                f"{self.root / 'data'}/<actid>/<aoi>/<tile>/"
+            )
+        self.records: list[dict] = records
+
+    def __len__(self) -> int:
+        """Number of tiles."""
+        return len(self.records)
+
+    def scenes(self, index: int) -> tuple[str, ...]:
+        """The acquisitions tile ``index`` has, oldest first."""
+        return tuple(self.records[index]["scenes"])
+
+    def read_scene(self, index: int, scene: str) -> dict[str, Any]:
+        """One acquisition of tile ``index`` as a Sample: ``image`` float32 ``[2, H, W]``."""
+        record = self.records[index]
+        if scene not in record["scenes"]:
+            raise UserInputError(
+                f"Kuro Siwo tile {record['path']} has no {scene}; it has "
+                f"{', '.join(record['scenes'])}"
+            )
+        folder = self.root / record["path"]
+        layers = []
+        crs, transform = None, affine.identity
+        for pol in _POLS:
+            array, crs, transform, _ = KuroSiwo._read(folder, record["files"][f"{scene}_{pol}"])
+            layers.append(array.astype(np.float32, copy=False))
+        if layers[0].shape != layers[1].shape:
+            raise DataLayoutError(
+                f"Kuro Siwo tile {folder} has {scene} rasters of different sizes "
+                f"{layers[0].shape} and {layers[1].shape}"
+            )
+        height, width = layers[0].shape
+        centre_x, centre_y = _apply(transform, width / 2.0, height / 2.0)
+        lon, lat = _lonlat(crs, centre_x, centre_y)
+        return {
+            "image": torch.from_numpy(np.stack(layers)),
+            "bands": self.bands,
+            "sensor": self.sensor,
+            "units": "linear",  # Kuro Siwo stores sigma0, not dB
+            "time": _days(record["dates"].get(scene)),
+            "lon": lon,
+            "lat": lat,
+            "gsd": math.sqrt(abs(transform.a * transform.e - transform.b * transform.d)),
+            "crs": crs.to_string() if crs is not None else "",
+            "transform": tuple(float(v) for v in tuple(transform)[:6]),
+            "actid": int(record["actid"]),
+            "aoi": int(record["aoi"]),
+            "tile": str(record["tile"]),
+            "scene": scene,
+        }
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """Every acquisition of tile ``index``, stacked ``[T, 2, H, W]`` (see the class)."""
+        parts = [self.read_scene(index, scene) for scene in self.scenes(index)]
+        sample = dict(parts[0])
+        sample.pop("scene")
+        sample["image"] = torch.stack([p["image"] for p in parts])
+        sample["time"] = torch.tensor([p["time"] for p in parts], dtype=torch.float64)
+        sample["scenes"] = self.scenes(index)
+        return sample
+
