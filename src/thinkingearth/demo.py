@@ -155,6 +155,7 @@ def _stage_flood_map(ctx: DemoContext) -> str:
     from thinkingearth.data.scene import Acquisition
     from thinkingearth.infer.predictor import predict_scene
     from thinkingearth.infer.threshold import threshold_model
+    from thinkingearth.infer.writers import uncertainty_path
 
     size, n = (256, 3) if ctx.quick else (512, 4)
     world = export_world(ctx.out / "world" / "native", "native", n=n, seed=ctx.seed, size=size)
@@ -177,8 +178,12 @@ def _stage_flood_map(ctx: DemoContext) -> str:
         ],
         out,
     )
-    with rasterio.open(out) as o, rasterio.open(folder / "flood.tif") as t:
-        pred, entropy, truth = o.read(1), o.read(2), t.read(1)
+    with (
+        rasterio.open(out) as o,
+        rasterio.open(uncertainty_path(out)) as u,
+        rasterio.open(folder / "flood.tif") as t,
+    ):
+        pred, entropy, truth = o.read(1), u.read(1), t.read(1)
     with rasterio.open(folder / "s1_ms1.tif") as s1:
         post = s1.read()
     scored = (truth != 3) & (pred != 255)
@@ -199,7 +204,7 @@ def _stage_flood_map(ctx: DemoContext) -> str:
     )
     axes[1].set_title("predicted (threshold model)", fontsize=10)
     ent = axes[2].imshow(
-        np.ma.masked_where(pred == 255, entropy),
+        np.ma.masked_invalid(entropy),
         cmap="magma",
         vmin=0,
         vmax=float(np.log(3)),
@@ -231,7 +236,8 @@ def _stage_flood_map(ctx: DemoContext) -> str:
         f"below an Otsu water threshold ({float(tags['WATER_THRESHOLD_VV_DB']):.1f} dB), the "
         "ground was not water before, and VV dropped by more than "
         f"{-float(tags['CHANGE_THRESHOLD_VV_DB']):.1f} dB; permanent water where it is water "
-        f"before and after. Written as a Cloud-Optimised GeoTIFF (`flood_map.tif`: classes + entropy, "
+        "before and after. Written as Cloud-Optimised GeoTIFFs ready for QGIS (`flood_map.tif`: "
+        "classes with their colours and names; `flood_map_uncertainty.tif`: entropy; "
         f"{result.tiles} tile(s), {result.seconds:.1f} s) with a quicklook (`flood_map.png`).\n\n"
         "| against the truth | F1 |\n|---|---|\n"
         f"| water (permanent + flood) | {water_f1:.2f} |\n| flood | {flood_f1:.2f} |\n\n"

@@ -7,6 +7,7 @@ Colours of land cover follow ESA WorldCover's legend; flood classes follow Kuro 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from matplotlib.colors import ListedColormap
@@ -15,6 +16,7 @@ from matplotlib.patches import Patch
 __all__ = [
     "FLOOD_COLOURS",
     "LANDCOVER_COLOURS",
+    "backdrop_rgb",
     "class_colours",
     "legend_handles",
     "s1_false_colour",
@@ -71,6 +73,10 @@ def s1_false_colour(vv: np.ndarray, vh: np.ndarray) -> np.ndarray:
     valid = (vv > 0) & (vh > 0)
     vv_db = 10 * np.log10(np.where(valid, vv, 1.0))
     vh_db = 10 * np.log10(np.where(valid, vh, 1.0))
+    return _s1_false_colour_db(vv_db, vh_db, valid)
+
+
+def _s1_false_colour_db(vv_db: np.ndarray, vh_db: np.ndarray, valid: np.ndarray) -> np.ndarray:
     rgb = np.stack(
         [
             _stretch(vv_db, -25.0, 0.0),
@@ -81,3 +87,63 @@ def s1_false_colour(vv: np.ndarray, vh: np.ndarray) -> np.ndarray:
     )
     rgb[~valid] = 0.0
     return rgb
+
+
+def _percentile_stretch(x: np.ndarray, valid: np.ndarray, gamma: float = 1.0) -> np.ndarray:
+    """``x`` (``[H, W]`` or ``[H, W, C]``) stretched to [0, 1] between its 2nd and 98th
+    percentiles over valid pixels, one range for all channels (colours keep their balance)."""
+    values = x[valid]
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return np.zeros_like(x, dtype=np.float32)
+    lo, hi = np.percentile(values, (2.0, 98.0))
+    if hi <= lo:
+        hi = lo + 1.0
+    return _stretch(np.nan_to_num(x, nan=lo), float(lo), float(hi), gamma).astype(np.float32)
+
+
+def backdrop_rgb(
+    image: np.ndarray,
+    bands: Sequence[str],
+    valid: np.ndarray,
+    *,
+    sar_units: Literal["linear", "db"] | None = None,
+) -> tuple[np.ndarray, str]:
+    """An input image as an RGB backdrop ``[H, W, 3]`` in [0, 1], and what it shows.
+
+    Sentinel-2-like bands (B04, B03, B02) give true colour and SAR with VV and VH the usual
+    false colour (R = VV, G = VH, B = VV/VH on fixed dB ranges); any other input shows its
+    first band in grey (SAR in dB). Optical bands are stretched between the 2nd and 98th
+    percentiles of all three, so the scale (digital numbers or reflectance) does not matter and
+    the colours keep their balance. Pixels without data are black.
+
+    Args:
+        image: ``[C, H, W]`` in ``bands`` order.
+        bands: registry names of the channels.
+        valid: bool ``[H, W]``, pixels with data.
+        sar_units: the units of SAR channels (``linear`` sigma0 or ``db``); ``None`` for an
+            optical image.
+    """
+    names = [b.upper() for b in bands]
+
+    def channel(name: str) -> np.ndarray:
+        x = image[names.index(name)].astype(np.float32)
+        if sar_units == "linear":
+            x = 10.0 * np.log10(np.where(valid & (x > 0), x, 1.0))
+        return x
+
+    if sar_units is not None and {"VV", "VH"} <= set(names):
+        ok = valid & np.isfinite(channel("VV")) & np.isfinite(channel("VH"))
+        rgb = _s1_false_colour_db(channel("VV"), channel("VH"), ok)
+        return rgb, "SAR false colour (R VV, G VH, B VV/VH)"
+    if sar_units is None and {"B04", "B03", "B02"} <= set(names):
+        rgb = _percentile_stretch(
+            np.stack([channel(b) for b in ("B04", "B03", "B02")], axis=-1), valid, 0.8
+        )
+        rgb[~valid] = 0.0
+        return rgb, "true colour (B04, B03, B02)"
+    first = names[0]
+    grey = _percentile_stretch(channel(first), valid)
+    grey[~valid] = 0.0
+    unit = " dB" if sar_units is not None else ""
+    return np.repeat(grey[..., None], 3, axis=-1), f"{bands[0]}{unit} (grey)"

@@ -4,7 +4,8 @@
   a network (task, classes, bands, acquisitions, tile, overlap, units);
 * :mod:`~thinkingearth.infer.threshold`: the training-free Otsu models for flood and water;
 * :mod:`~thinkingearth.infer.predictor`: :func:`predict_scene`, the streaming predictor;
-* :mod:`~thinkingearth.infer.writers`: the streamed GeoTIFF, the COG and the PNG quicklook;
+* :mod:`~thinkingearth.infer.writers`: the class map (``uint8``, colour table, class names) and
+  uncertainty (``float32``, NaN no data) COGs, their QGIS styles and the PNG quicklook;
 * :mod:`~thinkingearth.infer.batch`: many scenes fanned out over Dask, restartable.
 """
 
