@@ -2,28 +2,193 @@
 
 User errors (bad names, sizes, paths, files) print one line on stderr and exit with status 2;
 anything else is a bug and keeps its traceback.
+
+Conventions every command shares (:class:`_Command`): ``-h``/``--help``; ``-q/--quiet`` and
+``-v/--verbose`` before or after the command's name (:mod:`thinkingearth.output`); results on
+standard output, progress, warnings and logs on standard error; ``--json`` where a command
+prints a result; flags shown as flags and options with their defaults in the help.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
+from thinkingearth import output
 from thinkingearth.errors import UserInputError
+
+EXIT_USER_ERROR = 2
+_VERBOSITY = "thinkingearth.verbosity"  # key in the click context's meta (shared by subcommands)
+_SHARED_OPTIONS = ("quiet", "verbose")
+
+
+def _conventional(command: Any, ctx: Any, params: list[Any]) -> list[Any]:
+    """The command's parameters with -q/-v (the root's options) added and flags shown as flags."""
+    root = ctx.find_root().command
+    if root is not command:
+        shared = [p for p in root.params if p.name in _SHARED_OPTIONS]
+        own = [p for p in params if p.name not in _SHARED_OPTIONS]
+        help_option = command.get_help_option(ctx)
+        params = [p for p in own if p is not help_option] + shared
+        params += [help_option] if help_option is not None else []
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""  # typer would show `<bool>` beside a flag that takes no value
+    return params
+
+
+class _Command(TyperCommand):
+    """A command with the shared conventions; it runs at the verbosity asked for."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        """Own parameters, then -q/-v, then -h/--help."""
+        return _conventional(self, ctx, super().get_params(ctx))
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the command at the verbosity of -q/-v."""
+        with output.use_verbosity(ctx.meta.get(_VERBOSITY, "normal")):
+            return super().invoke(ctx)
+
+
+class _Group(TyperGroup):
+    """A group of commands with the shared conventions (the root, ``weights``)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        """Own parameters (with -q/-v), then -h/--help."""
+        return _conventional(self, ctx, super().get_params(ctx))
+
 
 app = typer.Typer(
     name="thinkingearth",
+    cls=_Group,
     help="Copernicus Earth-observation foundation models: encode, pretrain, benchmark and map.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-EXIT_USER_ERROR = 2
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("thinkingearth")
+    except PackageNotFoundError:  # a source tree on sys.path, not installed
+        return "unknown (not installed)"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"thinkingearth {_package_version()}")
+        raise typer.Exit()
+
+
+def _set_verbosity(ctx: typer.Context, param: typer.CallbackParam, value: bool) -> None:
+    if not value:
+        return
+    level = "quiet" if param.name == "quiet" else "verbose"
+    if ctx.meta.get(_VERBOSITY, level) != level:
+        raise UserInputError("-q/--quiet and -v/--verbose contradict each other; give one")
+    ctx.meta[_VERBOSITY] = level
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Show the version and exit.",
+            callback=_show_version,
+            is_eager=True,
+            expose_value=False,
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "-q",
+            "--quiet",
+            help="No progress and no warnings: errors and the result only.",
+            callback=_set_verbosity,
+            expose_value=False,
+        ),
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "-v",
+            "--verbose",
+            help="Debug logging, Lightning's own messages included.",
+            callback=_set_verbosity,
+            expose_value=False,
+        ),
+    ] = False,
+) -> None:
+    """Copernicus Earth-observation foundation models: encode, pretrain, benchmark and map."""
+
+
+def _log() -> Callable[[str], None] | None:
+    """Where a command's progress lines go: standard error, or nowhere under -q."""
+    return None if output.verbosity() == "quiet" else output.info
+
+
+Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on standard output.")]
+Sets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Change one setting by its dotted key, e.g. --set optim.lr=3e-4 (repeatable; "
+        "the value is read as YAML).",
+    ),
+]
+_DOTTED_KEY = re.compile(r"[A-Za-z_][\w-]*(\.[\w-]+)*")
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _set_value(text: str, pair: str) -> Any:
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise UserInputError(f"--set {pair}: the value is not valid YAML") from None
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string
+    return value
+
+
+def dotted_overrides(pairs: Sequence[str] | None) -> dict[str, Any]:
+    """``--set`` pairs as nested overrides: ``["optim.lr=3e-4"]`` -> ``{"optim": {"lr": 3e-4}}``.
+
+    Raises:
+        UserInputError: A pair without ``=``, a malformed key or a value that is not YAML.
+    """
+    from thinkingearth.configfile import merge
+
+    nested: dict[str, Any] = {}
+    for pair in pairs or ():
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not _DOTTED_KEY.fullmatch(key):
+            raise UserInputError(
+                f"--set takes KEY=VALUE with a dotted KEY, e.g. --set optim.lr=3e-4; got {pair!r}"
+            )
+        branch: Any = _set_value(text, pair)
+        for part in reversed(key.split(".")):
+            branch = {part: branch}
+        nested = merge(nested, branch)
+    return nested
 
 
 @app.command()
@@ -43,6 +208,7 @@ def synth(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace a non-empty --out.")
     ] = False,
+    as_json: Json = False,
 ) -> None:
     """Generate the synthetic Copernicus world and write it in a real on-disk layout."""
     from thinkingearth.data.export import export_world
@@ -56,8 +222,13 @@ def synth(
         size=size,
         cloud_cover=cloud_cover,  # type: ignore[arg-type]
         overwrite=overwrite,
+        log=_log(),
     )
-    typer.echo(f"wrote {n} {format} samples to {path} in {time.perf_counter() - start:.1f} s")
+    seconds = time.perf_counter() - start
+    if as_json:
+        output.print_json({"path": path, "format": format, "n": n, "seconds": round(seconds, 2)})
+        return
+    typer.echo(f"wrote {n} {format} samples to {path} in {seconds:.1f} s")
 
 
 @app.command()
@@ -67,11 +238,14 @@ def demo(
     ),
     seed: Annotated[int, typer.Option("--seed", help="World seed.")] = 0,
     quick: Annotated[bool, typer.Option("--quick", help="Smaller everything, for tests.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a non-empty --out.")
+    ] = False,
 ) -> None:
     """Run the whole loop on the synthetic world and write OUT/report.md with figures."""
     from thinkingearth.demo import run_demo
 
-    report = run_demo(out, seed=seed, quick=quick, log=lambda m: typer.echo(m, err=True))
+    report = run_demo(out, seed=seed, quick=quick, overwrite=overwrite, log=output.info)
     typer.echo(f"report: {report}")
 
 
@@ -84,7 +258,8 @@ def pretrain(
         ),
     ],
     max_steps: Annotated[
-        int | None, typer.Option("--max-steps", help="Override trainer.max_steps.")
+        int | None,
+        typer.Option("--max-steps", help="Override trainer.max_steps (default: the config's)."),
     ] = None,
     out: Annotated[
         Path | None,
@@ -93,21 +268,115 @@ def pretrain(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the latest checkpoint in OUT.")
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the run in OUT (its files are deleted).")
+    ] = False,
+    sets: Sets = None,
+    print_config: Annotated[
+        bool,
+        typer.Option("--print-config", help="Print the resolved config (YAML) and exit."),
+    ] = False,
+    as_json: Json = False,
 ) -> None:
     """Pretrain an encoder (MAE, SoftCon, SupCon, SimCLR, cross-sensor, distillation)."""
     from thinkingearth.pretrain import load_config, run_pretrain
 
-    settings = load_config(config)
+    overrides = dotted_overrides(sets)
+    if print_config:
+        import yaml
+
+        from thinkingearth.configfile import merge
+
+        if max_steps is not None:
+            overrides = merge(overrides, {"trainer": {"max_steps": max_steps}})
+        settings = load_config(config, overrides)
+        typer.echo(yaml.safe_dump(settings.to_dict(), sort_keys=False).rstrip())
+        return
+    settings = load_config(config, overrides)
     folder = out if out is not None else Path("runs") / "pretrain" / settings.name
     result = run_pretrain(
         settings,
         folder,
         max_steps=max_steps,
         resume=resume,
-        log=lambda m: typer.echo(m, err=True),
+        overwrite=overwrite,
+        log=_log(),
     )
-    if result.encoder is not None:
-        typer.echo(f"encoder: {result.encoder} ({result.steps} steps, {result.seconds:.1f} s)")
+    if result.encoder is None:  # a rank other than 0 of a multi-process run
+        return
+    if as_json:
+        output.print_json(
+            {
+                "encoder": result.encoder,
+                "out": result.out,
+                "steps": result.steps,
+                "seconds": round(result.seconds, 2),
+                "final_loss": result.final_loss,
+                "resumed_from": result.resumed_from,
+            }
+        )
+        return
+    typer.echo(f"encoder: {result.encoder} ({result.steps} steps, {result.seconds:.1f} s)")
+
+
+@app.command()
+def shard(
+    config: Annotated[
+        str,
+        typer.Option(
+            "--config", help="A pretraining config (shipped name or YAML file): its data section."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the shards and index.json.")],
+    shard_size: Annotated[
+        int, typer.Option("--shard-size", help="Samples per shard (one sensor per shard).")
+    ] = 256,
+    max_samples: Annotated[
+        int | None,
+        typer.Option(
+            "--max-samples",
+            help="Write at most N samples, shared among the sensors in proportion to their sizes "
+            "(default: all of them).",
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the shards already in OUT.")
+    ] = False,
+    sets: Sets = None,
+    as_json: Json = False,
+) -> None:
+    """Write a pretraining config's data as WebDataset tar shards (read back: data.source shards)."""
+    from thinkingearth.pretrain import load_config
+    from thinkingearth.pretrain.shards import shard_config
+
+    settings = load_config(config, dotted_overrides(sets))
+    start = time.perf_counter()
+    index = shard_config(
+        settings,
+        out,
+        shard_size=shard_size,
+        max_samples=max_samples,
+        overwrite=overwrite,
+        log=_log(),
+    )
+    seconds = time.perf_counter() - start
+    size = sum(s.bytes for s in index.shards)
+    if as_json:
+        output.print_json(
+            {
+                "out": index.root,
+                "samples": index.total,
+                "shards": len(index.shards),
+                "bytes": size,
+                "groups": list(index.groups),
+                "seconds": round(seconds, 2),
+            }
+        )
+        return
+    typer.echo(
+        f"wrote {index.total} samples in {len(index.shards)} shards ({size / 1e6:.1f} MB) to "
+        f"{index.root} in {seconds:.1f} s"
+    )
 
 
 @app.command()
@@ -125,45 +394,68 @@ def finetune(
         typer.Option("--out", help="Output folder (default: runs/finetune/<config name>)."),
     ] = None,
     data_root: Annotated[
-        Path | None, typer.Option("--data-root", help="Root of the data set (data.root).")
+        Path | None,
+        typer.Option("--data-root", help="Root of the data set (default: the config's data.root)."),
     ] = None,
     encoder: Annotated[
         str | None,
         typer.Option(
             "--encoder",
-            help="Encoder: registry config (random init), published weights name or checkpoint.",
+            help="Encoder: registry config (random init), published weights name or checkpoint "
+            "(default: the config's).",
         ),
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option("--model", help="A supervised baseline instead (unet, siamese-diff, ...)."),
+        typer.Option(
+            "--model",
+            help="A supervised baseline instead (unet, siamese-diff, ...; default: the config's).",
+        ),
     ] = None,
     protocol: Annotated[
         str | None,
-        typer.Option("--protocol", help="linear-probe, frozen-upernet or finetune."),
+        typer.Option(
+            "--protocol", help="linear-probe, frozen-upernet or finetune (default: the config's)."
+        ),
     ] = None,
     fraction: Annotated[
-        float | None, typer.Option("--fraction", help="Share of training labels, in (0, 1].")
+        float | None,
+        typer.Option(
+            "--fraction", help="Share of training labels, in (0, 1] (default: the config's)."
+        ),
     ] = None,
     max_steps: Annotated[
-        int | None, typer.Option("--max-steps", help="Override trainer.max_steps.")
+        int | None,
+        typer.Option("--max-steps", help="Override trainer.max_steps (default: the config's)."),
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed.")] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed (default: the config's).")
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the latest checkpoint in OUT.")
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the run in OUT (its files are deleted).")
+    ] = False,
     accelerator: Annotated[
-        str | None, typer.Option("--accelerator", help="cpu, gpu or auto.")
+        str | None,
+        typer.Option("--accelerator", help="cpu, gpu or auto (default: the config's)."),
     ] = None,
     devices: Annotated[
-        int | None, typer.Option("--devices", help="Devices (processes); >1 trains with DDP.")
+        int | None,
+        typer.Option(
+            "--devices", help="Devices (processes); >1 trains with DDP (default: the config's)."
+        ),
     ] = None,
+    sets: Sets = None,
     print_config: Annotated[
         bool,
         typer.Option("--print-config", help="Print the resolved config (YAML) and exit."),
     ] = False,
+    as_json: Json = False,
 ) -> None:
     """Fine-tune a model on labelled data; save it for predict --weights OUT/model."""
+    from thinkingearth.tasks.finetune_config import load_finetune_config
     from thinkingearth.tasks.finetuning import finetune as run_finetune
     from thinkingearth.tasks.finetuning import resolve_config
 
@@ -178,15 +470,33 @@ def finetune(
         accelerator=accelerator,
         devices=devices,
     )
-    settings = resolve_config(config, **overrides)  # type: ignore[arg-type]
+    changes = dotted_overrides(sets)  # --set first; the named flags above win over it
+    base = load_finetune_config(config, changes) if changes else config
+    settings = resolve_config(base, **overrides)  # type: ignore[arg-type]
     if print_config:
         import yaml
 
         typer.echo(yaml.safe_dump(settings.to_dict(), sort_keys=False).rstrip())
         return
     folder = out if out is not None else Path("runs") / "finetune" / settings.name
-    result = run_finetune(settings, folder, resume=resume, log=lambda m: typer.echo(m, err=True))
+    result = run_finetune(settings, folder, resume=resume, overwrite=overwrite, log=_log())
     metric = settings.task.primary_metric[0]
+    if as_json:
+        output.print_json(
+            {
+                "model": result.model,
+                "report": result.report,
+                "metrics_path": result.metrics_path,
+                "out": result.out,
+                "primary_metric": metric,
+                "metrics": result.metrics,
+                "steps": result.steps,
+                "best_step": result.best_step,
+                "seconds": round(result.seconds, 2),
+                "resumed_from": result.resumed_from,
+            }
+        )
+        return
     typer.echo(
         f"model: {result.model} (test {metric} {result.metrics.get(metric, float('nan')):.4f}, "
         f"{result.steps} steps, {result.seconds:.1f} s); report: {result.report}"
@@ -199,7 +509,10 @@ def predict(
     out: Annotated[
         Path,
         typer.Option(
-            "--out", help="Output COG (a folder with --scenes); a PNG quicklook goes beside it."
+            "--out",
+            help="Output class map COG (a folder with --scenes); beside it go "
+            "NAME_uncertainty.tif, QGIS styles (.qml), class names (.tif.aux.xml) and a PNG "
+            "quicklook.",
         ),
     ],
     image: Annotated[
@@ -227,7 +540,11 @@ def predict(
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option("--model", help="threshold: Otsu on Sentinel-1 VV, needs no training."),
+        typer.Option(
+            "--model",
+            help="threshold: Otsu on Sentinel-1 VV, needs no training (default for flood and "
+            "water without --weights).",
+        ),
     ] = None,
     weights: Annotated[
         Path | None,
@@ -238,18 +555,30 @@ def predict(
     bands: Annotated[
         str | None,
         typer.Option(
-            "--bands", help="Comma-separated registry names of the input bands, in file order."
+            "--bands",
+            help="Comma-separated registry names of every band of the input file, in file order "
+            "(default: the file's band descriptions; they must agree). Bands the model does not "
+            "need are ignored.",
         ),
     ] = None,
     sar_units: Annotated[
-        str, typer.Option("--sar-units", help="Units of SAR inputs: linear (sigma0) or db.")
-    ] = "linear",
-    tile: Annotated[int | None, typer.Option("--tile", help="Tile side in pixels.")] = None,
+        str,
+        typer.Option(
+            "--sar-units",
+            help="Units of SAR inputs: auto (decided per file from its values), linear (sigma0) "
+            "or db; case-insensitive. Stated units the values contradict are an error.",
+        ),
+    ] = "auto",
+    tile: Annotated[
+        int | None, typer.Option("--tile", help="Tile side in pixels (default: the model's).")
+    ] = None,
     overlap: Annotated[
-        int | None, typer.Option("--overlap", help="Tile overlap in pixels.")
+        int | None,
+        typer.Option("--overlap", help="Tile overlap in pixels (default: the model's)."),
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option("--batch-size", help="Tiles per forward pass.")
+        int | None,
+        typer.Option("--batch-size", help="Tiles per forward pass (default: the model's)."),
     ] = None,
     quicklook: Annotated[
         bool, typer.Option("--quicklook/--no-quicklook", help="Write a PNG quicklook.")
@@ -262,7 +591,11 @@ def predict(
         int | None, typer.Option("--workers", help="Local Dask workers (default: one per core).")
     ] = None,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="With --scenes: redo scenes whose output exists.")
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace an existing --out (with --scenes: redo scenes whose output exists).",
+        ),
     ] = False,
     date: Annotated[
         str | None,
@@ -281,19 +614,64 @@ def predict(
     post_date: Annotated[
         str | None, typer.Option("--post-date", help="Acquisition date of --post (YYYY-MM-DD).")
     ] = None,
+    device: Annotated[
+        str,
+        typer.Option(
+            "--device", help="cpu, cuda or auto (cuda when PyTorch sees a GPU; int8: cpu)."
+        ),
+    ] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(
+            "--precision",
+            help="fp32, or int8: the encoder's blocks quantised (ONNX Runtime, CPU; "
+            "--weights on the any-sensor encoder only).",
+        ),
+    ] = "fp32",
+    as_json: Json = False,
 ) -> None:
     """Map a whole scene (or many) to a georeferenced COG with classes and uncertainty."""
     import dataclasses
     import warnings
 
-    from thinkingearth.data.scene import SAR_UNITS, Acquisition, parse_date
+    from thinkingearth.data.scene import Acquisition, parse_date, parse_sar_units
     from thinkingearth.infer.model import TASKS
 
     if task not in TASKS:
         raise UserInputError(f"unknown task {task!r}; expected one of: {', '.join(TASKS)}")
-    if sar_units not in SAR_UNITS:
+    # The output is checked before any model is loaded or pixel read.
+    from thinkingearth.fileio import check_new_file, check_writable_parent
+
+    if scenes is not None:
+        if out.exists() and not out.is_dir():
+            raise UserInputError(f"--out {out} is a file; with --scenes it is the output folder")
+        check_writable_parent(out / "scene.tif")
+    else:
+        from thinkingearth.infer.predictor import check_output_path
+
+        given = [Path(p) for p in (image, pre2, pre, post) if p is not None]
+        check_output_path(out, given)  # an input is never an output, --overwrite or not
+        check_new_file(out, overwrite=overwrite, suffixes=(".tif", ".tiff"), what="GeoTIFF map")
+        from thinkingearth.infer.writers import uncertainty_path
+
+        check_new_file(uncertainty_path(out), overwrite=overwrite, what="uncertainty GeoTIFF")
+        if quicklook:
+            from thinkingearth.infer.predictor import quicklook_path
+
+            check_new_file(quicklook_path(out), overwrite=overwrite, what="PNG quicklook")
+    sar_units_option = parse_sar_units(sar_units)
+    from thinkingearth.infer.predictor import resolve_device
+    from thinkingearth.infer.task_model import PRECISIONS
+
+    if precision not in PRECISIONS:
         raise UserInputError(
-            f"unknown --sar-units {sar_units!r}; expected one of: {', '.join(SAR_UNITS)}"
+            f"unknown --precision {precision!r}; expected one of: {', '.join(PRECISIONS)}"
+        )
+    torch_device = resolve_device(device, precision=precision)
+    if scenes is not None and device.strip().lower() == "cuda":
+        raise UserInputError(
+            "--scenes runs on CPU Dask workers; --device cuda maps one scene at a time "
+            "(--image or --pre/--post): use --device cpu or auto with --scenes"
         )
     date_flags = {
         "--image": ("--date", date),
@@ -327,7 +705,7 @@ def predict(
             raise UserInputError("give --model or --weights, not both")
         from thinkingearth.infer.task_model import load_task
 
-        scene_model = load_task(weights)
+        scene_model = load_task(weights, precision=precision)  # type: ignore[arg-type]
         if scene_model.task != task:
             raise UserInputError(
                 f"--weights {weights} holds a {scene_model.task} model; it cannot map --task {task}"
@@ -341,6 +719,11 @@ def predict(
             )
             raise UserInputError(
                 f"{what}; --model threshold (flood, water) or --weights CHECKPOINT.safetensors"
+            )
+        if precision == "int8":
+            raise UserInputError(
+                "--precision int8 quantises a trained encoder (--weights); the threshold model "
+                "has no network weights to quantise: use --precision fp32"
             )
         from thinkingearth.infer.threshold import threshold_model
 
@@ -360,33 +743,52 @@ def predict(
     if task != "flood" and (pre is not None or post is not None or pre2 is not None):
         raise UserInputError(f"--task {task} takes --image, not --pre/--post/--pre2")
 
-    def echo(message: str) -> None:
-        typer.echo(message, err=True)
+    echo = _log()  # progress and notes on stderr; nothing under -q
 
     def show_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
-        typer.echo(f"thinkingearth: warning: {message}", err=True)
+        output.warning(str(message))
 
     with warnings.catch_warnings():
         warnings.showwarning = show_warning  # type: ignore[assignment]
         if scenes is not None:
+            from thinkingearth.fileio import remove_temporaries
             from thinkingearth.infer.batch import InputNames, find_scenes, plan_jobs, predict_many
+            from thinkingearth.stopping import Terminated
 
             names = InputNames(pre=pre, post=post, pre2=pre2, image=image, bands=band_names)
             jobs = plan_jobs(find_scenes(scenes, task, names, scene_model), out)  # type: ignore[arg-type]
-            result = predict_many(
-                jobs,
-                scene_model,
-                sar_units=sar_units,  # type: ignore[arg-type]
-                quicklook=quicklook,
-                overwrite=overwrite,
-                scheduler=scheduler,
-                workers=workers,
-                log=echo,
-            )
-            typer.echo(
-                f"{len(result.done)} scene(s) predicted, {len(result.skipped)} skipped "
-                f"(output exists), {len(result.failed)} failed, in {result.seconds:.1f} s: {out}"
-            )
+            try:
+                result = predict_many(
+                    jobs,
+                    scene_model,
+                    sar_units=sar_units_option,
+                    quicklook=quicklook,
+                    overwrite=overwrite,
+                    scheduler=scheduler,
+                    workers=workers,
+                    log=echo,
+                )
+            except (KeyboardInterrupt, Terminated):
+                # Workers stopped mid-scene leave their temporary files: sweep them here.
+                for folder in {job.out.parent for job in jobs}:
+                    remove_temporaries(folder, [job.out.stem for job in jobs])
+                raise
+            if as_json:
+                output.print_json(
+                    {
+                        "out": out,
+                        "done": result.done,
+                        "skipped": result.skipped,
+                        "failed": result.failed,
+                        "seconds": round(result.seconds, 2),
+                    }
+                )
+            else:
+                typer.echo(
+                    f"{len(result.done)} scene(s) predicted, {len(result.skipped)} skipped "
+                    f"(output exists), {len(result.failed)} failed, in {result.seconds:.1f} s: "
+                    f"{out}"
+                )
             if result.failed:
                 raise UserInputError(
                     f"{len(result.failed)} of {len(jobs)} scene(s) failed (see above); "
@@ -412,15 +814,101 @@ def predict(
             scene_model,
             inputs,
             out,
-            sar_units=sar_units,  # type: ignore[arg-type]
+            sar_units=sar_units_option,
             quicklook=quicklook,
+            device=torch_device,
             log=echo,
         )
-    shares = ", ".join(
-        f"{name} {share:.1%}"
-        for name, share in zip(scene_model.classes, result_one.class_fractions, strict=True)
-    )
+    fractions = dict(zip(scene_model.classes, result_one.class_fractions, strict=True))
+    if as_json:
+        output.print_json(
+            {
+                "path": result_one.path,
+                "quicklook": result_one.quicklook,
+                "shape": result_one.shape,
+                "class_fractions": fractions,
+                "valid_fraction": result_one.valid_fraction,
+                "seconds": round(result_one.seconds, 2),
+            }
+        )
+        return
+    shares = ", ".join(f"{name} {share:.1%}" for name, share in fractions.items())
     typer.echo(f"wrote {result_one.path} ({shares}; {result_one.valid_fraction:.0%} valid)")
+
+
+#: Suite fields that say what a suite is, not how it runs: ``--set`` leaves them alone.
+_SUITE_IDENTITY = ("name", "description", "tasks", "hidden")
+
+
+def _suite_value(value: Any, hint: Any, key: str) -> Any:
+    """``value`` checked against the Suite field annotation ``hint`` (lists become tuples)."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is not type(None):
+                try:
+                    return _suite_value(value, arg, key)
+                except UserInputError:
+                    pass
+        names = " or ".join(
+            "null" if a is type(None) else getattr(a, "__name__", str(a)) for a in args
+        )
+        raise UserInputError(f"{key} is {value!r}; expected {names}")
+    if origin is tuple:
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise UserInputError(f"{key} is {value!r}; expected a list, e.g. [1, 2]")
+        return tuple(_suite_value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is Mapping:
+        if not isinstance(value, Mapping):
+            raise UserInputError(f"{key} is {value!r}; expected a mapping")
+        return {str(k): _suite_value(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    checks: dict[Any, tuple[Callable[[Any], bool], str]] = {
+        bool: (lambda v: isinstance(v, bool), "true or false"),
+        int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+        float: (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
+        str: (lambda v: isinstance(v, str), "a string"),
+    }
+    check, expected = checks[hint]
+    if not check(value):
+        raise UserInputError(f"{key} is {value!r}; expected {expected}")
+    return float(value) if hint is float else value
+
+
+def _suite_overrides(suite: Any, nested: Mapping[str, Any]) -> dict[str, Any]:
+    """``--set`` overrides of a Suite's fields, checked; a mapping field changes key by key.
+
+    Raises:
+        UserInputError: An unknown or fixed field, an unknown key of a mapping field, a value of
+            the wrong type.
+    """
+    import typing
+
+    from thinkingearth.bench.suites import Suite
+
+    hints = typing.get_type_hints(Suite)
+    settable = [f.name for f in dataclasses.fields(Suite) if f.name not in _SUITE_IDENTITY]
+    changes: dict[str, Any] = {}
+    for key, value in nested.items():
+        if key not in settable:
+            raise UserInputError(
+                f"unknown suite setting {key!r} (--set); expected one of: {', '.join(settable)}"
+            )
+        if typing.get_origin(hints[key]) is Mapping and isinstance(value, Mapping):
+            current = dict(getattr(suite, key))
+            unknown = sorted(set(value) - set(current))
+            if unknown:
+                raise UserInputError(
+                    f"unknown key {key}.{unknown[0]} (--set); expected one of: "
+                    + ", ".join(f"{key}.{k}" for k in current)
+                )
+            value = {**current, **value}
+        changes[key] = _suite_value(value, hints[key], key)
+    return changes
 
 
 @app.command()
@@ -471,9 +959,23 @@ def bench(
             "--threads", help="PyTorch CPU threads (default: the suite's, else PyTorch's)."
         ),
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Start again: drop the rows in OUT/results.csv."),
+    ] = False,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Change one suite setting, e.g. --set batch_size=8 --set lr.finetune=3e-4 "
+            "(repeatable; the value is read as YAML).",
+        ),
+    ] = None,
+    as_json: Json = False,
 ) -> None:
     """Benchmark encoders and baselines: every task x model x protocol x label fraction x seed."""
-    from thinkingearth.bench import run_bench
+    from thinkingearth.bench import get_suite, run_bench
 
     def split(text: str | None) -> list[str] | None:
         if text is None:
@@ -507,9 +1009,14 @@ def bench(
             parts.append(f"{flag} {value}")
     if accelerator != "cpu":
         parts.append(f"--accelerator {accelerator}")
+    parts.extend(f"--set {pair}" for pair in sets or ())
     parts.append(f"--out {out}")
+    spec: Any = suite
+    if sets:
+        base = get_suite(suite, data_root)
+        spec = get_suite(suite, data_root, **_suite_overrides(base, dotted_overrides(sets)))
     result = run_bench(
-        suite,
+        spec,
         models,
         out,
         seeds=seeds,
@@ -520,12 +1027,26 @@ def bench(
         accelerator=accelerator,  # type: ignore[arg-type]
         threads=threads,
         command=" ".join(parts),
-        log=lambda m: typer.echo(m, err=True),
+        overwrite=overwrite,
+        log=output.info,
     )
-    typer.echo(
-        f"{result.ran} run(s) done, {result.reused} kept from earlier, "
-        f"{len(result.failed)} failed, in {result.seconds:.1f} s: {result.report}"
-    )
+    if as_json:
+        output.print_json(
+            {
+                "out": result.out,
+                "report": result.report,
+                "results": result.out / "results.csv",
+                "ran": result.ran,
+                "reused": result.reused,
+                "failed": result.failed,
+                "seconds": round(result.seconds, 2),
+            }
+        )
+    else:
+        typer.echo(
+            f"{result.ran} run(s) done, {result.reused} kept from earlier, "
+            f"{len(result.failed)} failed, in {result.seconds:.1f} s: {result.report}"
+        )
     if result.failed:
         typer.echo(
             f"thinkingearth: {len(result.failed)} run(s) failed (see {result.out / 'results.csv'});"
@@ -535,20 +1056,171 @@ def bench(
         raise typer.Exit(1)
 
 
+Listable = Literal["models", "sensors", "configs", "suites", "weights"]
+
+
+def _models_listing() -> tuple[list[dict[str, Any]], list[tuple[str, ...]]]:
+    from thinkingearth.models import list_models
+    from thinkingearth.models.published import WEIGHTS
+    from thinkingearth.models.weights import CONFIGS
+
+    records, rows = [], [("NAME", "DIM", "DEPTH", "HEADS", "PATCH", "IMAGE", "PUBLISHED WEIGHTS")]
+    for name in list_models():
+        config = CONFIGS[name]
+        weights = sorted(w.name for w in WEIGHTS.values() if w.architecture == name)
+        records.append({**dataclasses.asdict(config), "weights": weights})
+        rows.append(
+            (
+                name,
+                str(config.embed_dim),
+                str(config.depth),
+                str(config.num_heads),
+                str(config.patch_size),
+                str(config.img_size),
+                ", ".join(weights) or "-",
+            )
+        )
+    return records, rows
+
+
+def _sensors_listing() -> tuple[list[dict[str, Any]], list[tuple[str, ...]]]:
+    from thinkingearth.sensors import SENSORS
+
+    records, rows = [], [("NAME", "KIND", "BANDS", "BAND NAMES", "ALIASES")]
+    for sensor in SENSORS.values():
+        records.append(
+            {
+                "name": sensor.name,
+                "kind": sensor.kind,
+                "aliases": sensor.aliases,
+                "band_count": len(sensor.bands),
+                "bands": [
+                    {
+                        "name": b.name,
+                        "wavelength_nm": b.wavelength_nm,
+                        "bandwidth_nm": b.bandwidth_nm,
+                        "gsd_m": b.gsd_m,
+                        "units": b.units,
+                    }
+                    for b in sensor.bands
+                ],
+                "description": sensor.description,
+            }
+        )
+        rows.append(
+            (
+                sensor.name,
+                sensor.kind,
+                str(len(sensor.bands)),
+                ",".join(b.name for b in sensor.bands),
+                ", ".join(sensor.aliases) or "-",
+            )
+        )
+    return records, rows
+
+
+def _configs_listing() -> tuple[list[dict[str, Any]], list[tuple[str, ...]]]:
+    from thinkingearth.pretrain.config import list_configs, load_config
+    from thinkingearth.tasks.finetune_config import list_finetune_configs, load_finetune_config
+
+    records, rows = [], [("COMMAND", "NAME", "WHAT")]
+    for name in list_configs():
+        pre = load_config(name)
+        encoder = pre.encoder.name or f"from {pre.encoder.init}"  # init: its own architecture
+        what = f"{pre.recipe} on {', '.join(pre.sensors)}, {encoder}"
+        records.append({"command": "pretrain", "name": name, "what": what})
+        rows.append(("pretrain", name, what))
+    for name in list_finetune_configs():
+        fine = load_finetune_config(name)
+        what = (
+            f"{fine.task.kind} ({fine.task.name}) on {fine.data.reader} data, {fine.protocol}"
+            + (" (needs --data-root)" if fine.data.reader != "synthetic" else "")
+        )
+        records.append({"command": "finetune", "name": name, "what": what})
+        rows.append(("finetune", name, what))
+    return records, rows
+
+
+def _suites_listing() -> tuple[list[dict[str, Any]], list[tuple[str, ...]]]:
+    from thinkingearth.bench.suites import get_suite, list_suites
+
+    records, rows = [], [("NAME", "DATA", "TASKS", "DESCRIPTION")]
+    for name in list_suites():
+        try:
+            suite, data = get_suite(name), "synthetic (built in)"
+        except UserInputError:  # a suite of real data: its settings, whatever the root
+            suite, data = get_suite(name, Path.cwd()), "--data-root"
+        records.append(
+            {
+                "name": name,
+                "description": suite.description,
+                "data": data,
+                "tasks": [
+                    {"name": t.name, "kind": t.kind, "primary": t.primary} for t in suite.tasks
+                ],
+                "models": suite.models,
+                "protocols": suite.protocols,
+                "fractions": suite.fractions,
+                "max_steps": suite.max_steps,
+            }
+        )
+        names = [t.name for t in suite.tasks]
+        shown = ",".join(names) if len(names) <= 5 else ",".join(names[:4]) + f",… ({len(names)})"
+        rows.append((name, data, shown, suite.description))
+    return records, rows
+
+
+@app.command("list")
+def list_things(
+    what: Annotated[Listable, typer.Argument(help="What to list.")],
+    as_json: Json = False,
+) -> None:
+    """List encoder configs, sensors, shipped configs, benchmark suites or published weights."""
+    if what == "weights":
+        from thinkingearth.weights_cli import show_weights
+
+        show_weights(as_json)
+        return
+    listing = {
+        "models": _models_listing,
+        "sensors": _sensors_listing,
+        "configs": _configs_listing,
+        "suites": _suites_listing,
+    }[what]
+    records, rows = listing()
+    if as_json:
+        output.print_json({what: records})
+        return
+    for line in output.table(rows):
+        typer.echo(line)
+
+
 # `thinkingearth weights list|fetch`: published weights by name (its own light module).
 from thinkingearth.weights_cli import app as _weights_app  # noqa: E402
 
-app.add_typer(_weights_app, name="weights")
+app.add_typer(_weights_app, name="weights", cls=_Group)
+# Every command, those added later included, gets the shared conventions (-q/-v, -h, flags).
+for _info in (*app.registered_commands, *_weights_app.registered_commands):
+    if _info.cls in (None, TyperCommand):
+        _info.cls = _Command
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (the console script passes it to ``sys.exit``).
 
     Typer reports usage errors itself (exit 2); a :class:`UserInputError` from a command becomes
-    one line on stderr and exit 2.
+    one line on stderr and exit 2. SIGTERM stops a command as Ctrl-C does (temporary outputs
+    removed; training first saves a checkpoint of its current step) and exits 143
+    (:mod:`thinkingearth.stopping`).
     """
+    from thinkingearth.stopping import EXIT_TERMINATED, Terminated, sigterm_raises
+
     try:
-        app(args=argv, prog_name="thinkingearth", standalone_mode=True)
+        with sigterm_raises():
+            app(args=argv, prog_name="thinkingearth", standalone_mode=True)
+    except Terminated as exc:
+        typer.echo(f"thinkingearth: {exc}", err=True)
+        return EXIT_TERMINATED
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except UserInputError as exc:

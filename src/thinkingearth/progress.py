@@ -3,14 +3,18 @@
 Lightning's progress bar redraws one line with carriage returns, which is right on a terminal
 and unreadable in a log file or a CI job. :func:`progress_callbacks` picks per stream: on a
 terminal, Lightning's bar (:class:`~lightning.pytorch.callbacks.TQDMProgressBar` without the
-logger version); otherwise :class:`ProgressLines`, one line every few seconds with the step, the
-loss, the rate and the time left.
+logger version, drawn on standard error); otherwise :class:`ProgressLines`, one line every few
+seconds with the step, the loss, the rate and the time left. Work counted outside Lightning
+(the rows of a predicted scene, the scenes of a synthetic export) uses
+:class:`~thinkingearth.count_progress.CountProgress` the same way; it lives apart so that those
+commands do not import Lightning. ``thinkingearth -q`` shows no progress at all
+(:func:`thinkingearth.output.verbosity`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
 import sys
 import time
 import warnings
@@ -19,9 +23,14 @@ from typing import Any, TextIO
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+
+from thinkingearth.count_progress import CountProgress, format_seconds
+from thinkingearth.output import verbosity
 
 __all__ = [
     "BarWithoutVersion",
+    "CountProgress",
     "ProgressLines",
     "QuietLightning",
     "format_seconds",
@@ -29,27 +38,43 @@ __all__ = [
 ]
 
 
-def format_seconds(seconds: float) -> str:
-    """``42 s``, ``3 min 05 s``, ``2 h 07 min``."""
-    if not math.isfinite(seconds) or seconds < 0:
-        return "?"
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
 class BarWithoutVersion(TQDMProgressBar):
-    """Lightning's progress bar without the logger version (``v_num``)."""
+    """Lightning's progress bar without the logger version (``v_num``), on standard error.
+
+    Lightning draws its bars on standard output, where they would mix with a command's result.
+    """
 
     def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
         """The bar's metrics, minus ``v_num``."""
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
         return metrics
+
+    # Lightning passes ``file=sys.stdout`` when it makes each bar: point that name at stderr.
+    def init_sanity_tqdm(self) -> Tqdm:
+        """The sanity-check bar, on standard error."""
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_sanity_tqdm()
+
+    def init_train_tqdm(self) -> Tqdm:
+        """The training bar, on standard error."""
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_train_tqdm()
+
+    def init_validation_tqdm(self) -> Tqdm:
+        """The validation bar, on standard error."""
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_validation_tqdm()
+
+    def init_test_tqdm(self) -> Tqdm:
+        """The test bar, on standard error."""
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_test_tqdm()
+
+    def init_predict_tqdm(self) -> Tqdm:
+        """The prediction bar, on standard error."""
+        with contextlib.redirect_stdout(sys.stderr):
+            return super().init_predict_tqdm()
 
 
 class ProgressLines(Callback):
@@ -125,7 +150,7 @@ def progress_callbacks(
     """The progress callbacks for a run, and whether Lightning's bar is enabled.
 
     Args:
-        log: Where plain lines go; ``None`` shows nothing.
+        log: Where plain lines go; ``None`` shows nothing, and so does ``thinkingearth -q``.
         prefix: Start of each plain line.
         stream: The stream progress goes to (default: standard error); a terminal gets the bar.
         every_s: Seconds between plain lines.
@@ -133,7 +158,7 @@ def progress_callbacks(
     Returns:
         ``(callbacks, enable_progress_bar)`` for :class:`lightning.Trainer`.
     """
-    if log is None:
+    if log is None or verbosity() == "quiet":
         return [], False
     stream = stream if stream is not None else sys.stderr
     if getattr(stream, "isatty", lambda: False)():
@@ -142,21 +167,41 @@ def progress_callbacks(
 
 
 class QuietLightning:
-    """Silence Lightning's per-run banners, tips and warnings (GPU available, few workers, …)."""
+    """Silence Lightning for the life of a Trainer: banners, tips and warnings.
 
-    _NAMES = ("lightning.pytorch", "lightning.fabric", "lightning")
+    Use it around the Trainer's construction as well as ``fit``/``test``: the accelerator banner
+    (``GPU available: False, used: False``, ``TPU available``) is logged when the Trainer is made,
+    the ``💡 Tip: ... litlogger`` when its loggers are set up, both at ``INFO`` by the logger
+    ``lightning.pytorch.utilities.rank_zero``. Inside, Lightning's loggers stop at ``WARNING``
+    (at ``ERROR`` under ``thinkingearth -q``) and its warnings and deprecation notices are
+    ignored; under ``thinkingearth -v`` everything passes, ``INFO`` included.
+    """
+
+    _NAMES = (
+        "lightning",
+        "lightning.pytorch",
+        "lightning.fabric",
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "pytorch_lightning",
+        "lightning_fabric",
+    )
 
     def __enter__(self) -> QuietLightning:
+        level = {"quiet": logging.ERROR, "normal": logging.WARNING, "verbose": logging.INFO}[
+            verbosity()
+        ]
         self._levels = {n: logging.getLogger(n).level for n in self._NAMES}
         for name in self._NAMES:
-            logging.getLogger(name).setLevel(logging.WARNING)
+            logging.getLogger(name).setLevel(level)
         self._warnings = warnings.catch_warnings()
         self._warnings.__enter__()
-        warnings.filterwarnings("ignore", module=r"lightning(\..*)?$")
-        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=r".*validation_step.*val_dataloader.*")
-        # tiny test splits miss some labels; the metric then says so for every run
-        warnings.filterwarnings("ignore", message=r"No positive samples found in target.*")
+        if level > logging.INFO:
+            warnings.filterwarnings("ignore", module=r"(pytorch_)?lightning(_fabric)?(\..*)?$")
+            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=r".*validation_step.*val_dataloader.*")
+            # tiny test splits miss some labels; the metric then says so for every run
+            warnings.filterwarnings("ignore", message=r"No positive samples found in target.*")
         return self
 
     def __exit__(self, *exc: object) -> None:

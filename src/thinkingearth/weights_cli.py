@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from thinkingearth import output
+
 app = typer.Typer(
     name="weights",
     help="Published weights by name: list them, fetch them into the cache.",
@@ -30,11 +32,34 @@ def _human(size: int | None) -> str:
     raise AssertionError("unreachable")
 
 
-@app.command("list")
-def list_command() -> None:
-    """Show every published checkpoint: architecture, licence, whether it is cached, size."""
+def show_weights(as_json: bool = False) -> None:
+    """Print every published checkpoint (``weights list``, ``list weights``): a table or JSON."""
     from thinkingearth.models import published
 
+    found = published.status()
+    if as_json:
+        output.print_json(
+            {
+                "weights": [
+                    {
+                        "name": row.entry.name,
+                        "architecture": row.entry.architecture,
+                        "licence": row.entry.licence,
+                        "cached": row.path is not None,
+                        "path": row.path,
+                        "size": row.size,
+                        "repo_id": row.entry.repo_id,
+                        "filename": row.entry.filename,
+                        "revision": row.entry.revision,
+                        "sha256": row.entry.sha256,
+                        "citation": row.entry.citation,
+                    }
+                    for row in found
+                ],
+                "folders": [published.weights_dir(), published.hub_cache_dir()],
+            }
+        )
+        return
     header = ("NAME", "ARCHITECTURE", "LICENCE", "CACHED", "SIZE", "SOURCE")
     rows = [
         (
@@ -45,23 +70,50 @@ def list_command() -> None:
             _human(row.size),
             f"{row.entry.repo_id}/{row.entry.filename}",
         )
-        for row in published.status()
+        for row in found
     ]
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    for row in (header, *rows):
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        typer.echo("  ".join(cells).rstrip())
+    for line in output.table([header, *rows]):
+        typer.echo(line)
     typer.echo(
         f"folders: {published.weights_dir()} (${published.WEIGHTS_ENV}), then the Hugging Face "
         f"cache {published.hub_cache_dir()}; checksums are verified on fetch and load"
     )
 
 
+@app.command("list")
+def list_command(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result as JSON on standard output.")
+    ] = False,
+) -> None:
+    """Show every published checkpoint: architecture, licence, whether it is cached, size."""
+    show_weights(as_json)
+
+
 @app.command("fetch")
 def fetch_command(
     name: Annotated[str, typer.Argument(help="A name from `thinkingearth weights list`.")],
 ) -> None:
-    """Download (unless cached) and verify published weights; print the file's path."""
+    """Download (unless cached) and verify published weights; print the file's path.
+
+    The download's progress bar goes to standard error; ``-q`` hides it.
+    """
     from thinkingearth.models import published
 
-    typer.echo(str(published.fetch(name)))
+    if output.verbosity() != "quiet":
+        typer.echo(str(published.fetch(name)))
+        return
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+
+    already_off = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        path = published.fetch(name)
+    finally:
+        if not already_off:
+            enable_progress_bars()
+    typer.echo(str(path))

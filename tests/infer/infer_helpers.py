@@ -127,3 +127,21 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection over union of two boolean masks."""
     union = int((a | b).sum())
     return int((a & b).sum()) / union if union else 1.0
+
+
+#: The files ``predict --out flood.tif`` writes (the quicklook included).
+OUTPUT_FILES = (
+    "flood.png",
+    "flood.qml",
+    "flood.tif",
+    "flood.tif.aux.xml",
+    "flood_uncertainty.qml",
+    "flood_uncertainty.tif",
+)
+
+
+def read_prediction(out: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The class ids (``uint8``, 255 = no data) of a prediction and its entropy (NaN = no data)."""
+    uncertainty = out.with_name(f"{out.stem}_uncertainty{out.suffix}")
+    with rasterio.open(out) as classes, rasterio.open(uncertainty) as entropy:
+        return classes.read(1), entropy.read(1)

@@ -31,8 +31,9 @@ def test_restart_skips_scenes_whose_output_exists(world: Path, tmp_path: Path) -
     assert [j.name for j in jobs] == ["scene_00000", "scene_00001", "scene_00002"]
     first = predict_many(jobs, model, processes=False, workers=2, quicklook=False)
     assert sorted(first.done) == [j.name for j in jobs] and not first.failed
-    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tif")}
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("scene_?????.tif")}
     assert len(stamps) == 3
+    assert len(list(out.glob("scene_?????_uncertainty.tif"))) == 3
     # A killed run leaves finished outputs only; the rerun redoes just the missing scene.
     (out / "scene_00001.tif").unlink()
     second = predict_many(jobs, model, processes=False, workers=2, quicklook=False)
@@ -63,7 +64,13 @@ def test_a_failed_scene_does_not_stop_the_others(world: Path, tmp_path: Path) ->
     )
     result = predict_many(jobs, model, processes=False, workers=1, quicklook=False)
     assert result.done == ["good"] and "cannot read --post" in result.failed["bad"]
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["good.tif"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        "good.qml",
+        "good.tif",
+        "good.tif.aux.xml",
+        "good_uncertainty.qml",
+        "good_uncertainty.tif",
+    ]
 
 
 def test_stac_items_with_one_asset_per_band(tmp_path: Path) -> None:
@@ -94,10 +101,12 @@ def test_stac_items_with_one_asset_per_band(tmp_path: Path) -> None:
         find_scenes(tmp_path / "items.json", "water", InputNames(), model), tmp_path / "o"
     )
     assert len(jobs) == 1 and jobs[0].inputs[0].sources[0].bands == ("VV",)
-    status, name, _ = run_job(jobs[0], model, "linear", False, False, None)
+    command = "thinkingearth predict --task water --scenes items.json --out o"
+    status, name, _ = run_job(jobs[0], model, "linear", False, False, None, command)
     assert (status, name) == ("done", "S1A_IW_GRDH_20240101")
     with rasterio.open(jobs[0].out) as dst:
         classes = dst.read(1)
+        assert dst.tags()["COMMAND"] == command  # the client's, not the worker's sys.argv
     water = np.isin(scene.truth, (1, 2))  # the post-event image: lake and flood
     assert (classes[water] == 1).mean() > 0.85 and (classes[scene.truth == 0] == 0).mean() > 0.95
     assert run_job(jobs[0], model, "linear", False, False, None)[0] == "skipped"
@@ -142,11 +151,12 @@ def test_cli_predicts_a_folder_of_scenes_and_restarts(
     ]
     assert main(argv) == 0
     assert "3 scene(s) predicted, 0 skipped" in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert sorted(p.name for p in out.glob("scene_?????.tif")) == [
         "scene_00000.tif",
         "scene_00001.tif",
         "scene_00002.tif",
     ]
+    assert len(list(out.iterdir())) == 3 * 5  # class map, uncertainty, two styles, class names
     assert main(argv) == 0
     assert "0 scene(s) predicted, 3 skipped" in capsys.readouterr().out
     with rasterio.open(out / "scene_00000.tif") as dst:

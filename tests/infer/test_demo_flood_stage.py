@@ -20,4 +20,6 @@ def test_demo_ends_with_a_predicted_flood_map(tmp_path: Path) -> None:
     assert (tmp_path / "flood_prediction.png").stat().st_size > 10_000
     assert (tmp_path / "flood_map.png").exists()
     with rasterio.open(tmp_path / "flood_map.tif") as dst:
-        assert dst.count == 2 and dst.nodata == 255
+        assert dst.count == 1 and dst.nodata == 255 and dst.dtypes == ("uint8",)
+    with rasterio.open(tmp_path / "flood_map_uncertainty.tif") as dst:
+        assert dst.descriptions == ("entropy",) and dst.dtypes == ("float32",)

@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from infer_helpers import LAND_DB, PlantedScene, digest, iou, listing, speckled, write_raster
+from infer_helpers import (
+    LAND_DB,
+    PlantedScene,
+    digest,
+    iou,
+    listing,
+    read_prediction,
+    speckled,
+    write_raster,
+)
 from scipy import ndimage
 from torch import Tensor, nn
 
@@ -59,20 +68,26 @@ def test_georeferencing_crs_transform_and_nodata_are_kept(
         threshold_model("flood", tile=128, overlap=16), _flood_inputs(planted), out
     )
     assert result.path == out and out.exists() and out.with_suffix(".png").stat().st_size > 5_000
-    with rasterio.open(planted.post) as src, rasterio.open(out) as dst:
-        assert dst.crs == src.crs and dst.transform == src.transform
-        assert (dst.width, dst.height) == (src.width, src.height) and dst.count == 2
-        assert dst.nodata == 255 and dst.dtypes == ("float32", "float32")
-        assert dst.descriptions == ("class", "entropy")
-        assert dst.tags()["CLASSES"] == "0=no water;1=permanent water;2=flood"
-        assert dst.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
-        classes, entropy = dst.read(1), dst.read(2)
+    uncertainty = out.with_name("flood_uncertainty.tif")
+    with (
+        rasterio.open(planted.post) as src,
+        rasterio.open(out) as dst,
+        rasterio.open(uncertainty) as unc,
+    ):
+        for output in (dst, unc):
+            assert output.crs == src.crs and output.transform == src.transform
+            assert (output.width, output.height) == (src.width, src.height) and output.count == 1
+            assert output.tags()["CLASSES"] == "0=no water;1=permanent water;2=flood"
+            assert output.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert dst.nodata == 255 and dst.dtypes == ("uint8",) and dst.descriptions == ("class",)
+        assert math.isnan(unc.nodata) and unc.dtypes == ("float32",)
+        assert unc.descriptions == ("entropy",)
         input_nodata = (src.read(1) == src.nodata) | (src.read(2) == src.nodata)
-    assert np.array_equal(classes == 255, input_nodata) and np.array_equal(
-        entropy == 255, input_nodata
-    )
+    classes, entropy = read_prediction(out)
+    assert np.array_equal(classes == 255, input_nodata)
+    assert np.array_equal(np.isnan(entropy), input_nodata)
     valid = ~input_nodata
-    assert set(np.unique(classes[valid])) <= {0.0, 1.0, 2.0}
+    assert set(np.unique(classes[valid])) <= {0, 1, 2}
     assert (entropy[valid] >= 0).all() and (entropy[valid] <= math.log(3) + 1e-5).all()
     assert not [p for p in listing(out.parent) if p.startswith(".")]  # no temporary files left
 
@@ -97,8 +112,7 @@ def test_threshold_model_finds_the_planted_flood(planted: PlantedScene, tmp_path
         result = predict_scene(
             threshold_model("flood", tile=128, overlap=16), _flood_inputs(planted, pre2), out
         )
-        with rasterio.open(out) as dst:
-            classes, entropy = dst.read(1), dst.read(2)
+        classes, entropy = read_prediction(out)
         truth = planted.truth
         assert iou(classes == 2, truth == 2) > 0.85, pre2
         assert iou(classes == 1, truth == 1) > 0.85, pre2
@@ -140,8 +154,7 @@ def test_constant_model_gives_a_constant_map_without_seams(
     out = tmp_path / "constant.tif"
     result = predict_scene(_constant_model(probs), _flood_inputs(planted), out, quicklook=False)
     assert result.tiles > 20
-    with rasterio.open(out) as dst:
-        classes, entropy = dst.read(1), dst.read(2)
+    classes, entropy = read_prediction(out)
     valid = planted.truth != 255
     assert (classes[valid] == 1).all()
     expected = -sum(p * math.log(p) for p in probs)
@@ -171,8 +184,7 @@ def test_blending_reproduces_a_per_pixel_model_exactly(
     x = 10 * np.log10(np.maximum(x, 1e-10))
     probs = torch.softmax(_PixelModel()(torch.from_numpy(x)[None]), dim=1)[0].numpy()
     expected_entropy = -(probs * np.log(probs)).sum(0)
-    with rasterio.open(out) as dst:
-        classes, entropy = dst.read(1), dst.read(2)
+    classes, entropy = read_prediction(out)
     assert np.array_equal(classes[valid], probs.argmax(0)[valid])
     # Entropy is stored to 10 mantissa bits: 0.1 % relative precision.
     assert np.allclose(entropy[valid], expected_entropy[valid], rtol=1e-3, atol=1e-6)
@@ -218,8 +230,11 @@ def test_bad_inputs_are_clear_errors_that_leave_nothing_behind(
     corrupt.write_bytes(b"II*\x00" + bytes(range(256)) * 4)
     truncated = folder / "truncated.tif"
     truncated.write_bytes(planted.post.read_bytes()[:-5000])
+    beside = folder / "o6_uncertainty.tif"  # what --out o6.tif would write beside the class map
+    beside.write_bytes(planted.post.read_bytes())
     before = listing(folder)
-    digests = {p: digest(p) for p in (planted.pre, planted.post, one_band, far, corrupt, truncated)}
+    inputs = (planted.pre, planted.post, one_band, far, corrupt, truncated, beside)
+    digests = {p: digest(p) for p in inputs}
     flood = threshold_model("flood", tile=128)
     two_bands = _constant_model((0.2, 0.5, 0.3))
     cases: list[tuple[SceneModel, list[Path], Path, str]] = [
@@ -235,6 +250,7 @@ def test_bad_inputs_are_clear_errors_that_leave_nothing_behind(
         (flood, [planted.pre, planted.post], planted.post, "is also an input"),
         (flood, [planted.pre, planted.post], planted.pre, "is also an input"),
         (flood, [planted.post], folder / "o5.tif", "takes 2 or 3 input image"),
+        (flood, [planted.pre, beside], folder / "o6.tif", "o6_uncertainty.tif is also an input"),
     ]
     for model, paths, out, message in cases:
         names = ["--pre", "--post"] if len(paths) == 2 else ["--post"]
@@ -259,14 +275,14 @@ def test_a_failure_while_streaming_leaves_no_partial_output(
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     (out_dir / "flood.tif").write_bytes(b"previous result")
+    (out_dir / "flood_uncertainty.tif").write_bytes(b"previous uncertainty")
     with pytest.raises(RuntimeError, match="boom"):
         predict_scene(
             _constant_model((1.0,), network=flaky), _flood_inputs(planted), out_dir / "flood.tif"
         )
-    assert (
-        listing(out_dir) == ["flood.tif"]
-        and (out_dir / "flood.tif").read_bytes() == b"previous result"
-    )
+    assert listing(out_dir) == ["flood.tif", "flood_uncertainty.tif"]
+    assert (out_dir / "flood.tif").read_bytes() == b"previous result"
+    assert (out_dir / "flood_uncertainty.tif").read_bytes() == b"previous uncertainty"
 
 
 def test_a_corrupt_block_found_while_streaming_is_a_clear_error(

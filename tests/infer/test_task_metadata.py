@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from infer_helpers import from_origin, write_raster
+from infer_helpers import from_origin, read_prediction, write_raster
 from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
 from torch import Tensor
@@ -144,8 +144,7 @@ def _entropy(probs: np.ndarray) -> np.ndarray:
 
 
 def _output(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with rasterio.open(path) as dst:
-        return dst.read(1), dst.read(2)
+    return read_prediction(path)
 
 
 # --- the network gets what a direct forward with that metadata gets ---------------------------
@@ -418,7 +417,8 @@ def test_models_without_metadata_are_called_with_tiles_only(tmp_path: Path) -> N
         quicklook=False,
         log=lines.append,
     )
-    assert seen == [1] and len(lines) == 2  # "predicting …" and "wrote …" only
+    # The SAR units said once, "predicting …" and "wrote …": no metadata lines.
+    assert seen == [1] and len(lines) == 3 and lines[0].startswith("SAR units of --image")
     assert not any(line.startswith(("model metadata", "no acquisition date")) for line in lines)
 
 

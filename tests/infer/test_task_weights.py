@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 import torch
+from infer_helpers import read_prediction
 
 from thinkingearth.cli import main
 from thinkingearth.data.export import export_world
@@ -82,7 +86,7 @@ def flood(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
 def _check_output(out: Path, reference: Path, k: int) -> np.ndarray:
     with rasterio.open(out) as dst, rasterio.open(reference) as src:
         assert dst.crs == src.crs and dst.transform == src.transform
-        classes, entropy = dst.read(1), dst.read(2)
+    classes, entropy = read_prediction(out)
     assert set(np.unique(classes).tolist()) <= set(range(k)) | {255}
     assert (entropy[classes != 255] >= 0).all()
     return classes
@@ -114,6 +118,31 @@ def test_landcover_weights_predict_like_the_module(
     tiled = tmp_path / "lc_tiled.tif"
     assert main([*argv, "--out", str(tiled), "--tile", "48", "--overlap", "8"]) == 0
     _check_output(tiled, image, len(LANDCOVER_CLASSES))
+
+
+def test_maps_record_the_weights_checksum_and_the_command(
+    scene: Path,
+    landcover: tuple[Path, torch.nn.Module],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    weights, _ = landcover
+    out = tmp_path / "lc.tif"
+    argv = ["predict", "--task", "landcover", "--image", str(scene / "s2.tif")]
+    argv += ["--weights", str(weights), "--out", str(out), "--no-quicklook"]
+    monkeypatch.setattr(sys, "argv", ["thinkingearth", *argv])
+    assert main(argv) == 0
+    for path in (out, tmp_path / "lc_uncertainty.tif"):
+        with rasterio.open(path) as dst:
+            tags = dst.tags()
+        assert tags["WEIGHTS"] == "landcover.safetensors"
+        assert tags["WEIGHTS_SHA256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+        assert tags["COMMAND"] == shlex.join(["thinkingearth", *argv])
+        assert tags["CLASSES"].split(";")[:2] == [
+            f"0={LANDCOVER_CLASSES[0]}",
+            f"1={LANDCOVER_CLASSES[1]}",
+        ]
+        assert tags["TIFFTAG_SOFTWARE"].startswith("thinkingearth ")
 
 
 def test_flood_weights_predict_like_the_module(
@@ -202,7 +231,9 @@ def test_weights_errors_are_one_line(
     )
     lc_on_s1 = ["predict", "--task", "landcover", "--image", post, "--out", out]
     _one_line_error(
-        [*lc_on_s1, "--weights", str(landcover[0])], capsys, "is not a sentinel-2-l2a band"
+        [*lc_on_s1, "--weights", str(landcover[0])],
+        capsys,
+        "has 2 band(s) (VV, VH: sentinel-1-grd bands) but the model needs 12 sentinel-2-l2a",
     )
     broken = tmp_path / "broken"
     data = flood[0].read_bytes()

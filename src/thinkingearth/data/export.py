@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -25,6 +26,7 @@ import affine
 import numpy as np
 from rasterio.warp import transform as warp_transform
 
+from thinkingearth.count_progress import CountProgress
 from thinkingearth.data.formats.bigearthnet import write_bigearthnet_v1_patch
 from thinkingearth.data.formats.kurosiwo import SPLITS, write_kurosiwo_tile
 from thinkingearth.data.raster import write_geotiff
@@ -255,6 +257,8 @@ def export_world(
     size: int | None = None,
     cloud_cover: float = 0.0,
     overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
+    progress_every_s: float | None = None,
 ) -> Path:
     """Generate ``n`` scenes and write them in an on-disk layout; returns the output folder.
 
@@ -266,6 +270,10 @@ def export_world(
         size: pixels per side (default: the layout's own, 224 / 120 / 256).
         cloud_cover: mean Sentinel-2 cloud fraction.
         overwrite: replace a non-empty ``out``.
+        log: where progress lines go (scenes written, rate, time left; ``None``: nowhere, and
+            no bar either); a terminal (standard error) gets a bar instead.
+        progress_every_s: seconds between plain progress lines (default:
+            :data:`~thinkingearth.count_progress.LINE_EVERY_S`).
 
     Raises:
         UserInputError: an unknown format, a non-positive ``n`` or ``size``, a size the layout
@@ -284,7 +292,12 @@ def export_world(
         )
     config = WorldConfig(size=side, cloud_cover=cloud_cover)
     splits: dict[str, list[str]] = {"train": [], "val": [], "test": []}
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with (
+        atomic_dir(out, overwrite=overwrite) as tmp,
+        CountProgress(
+            n, unit="scenes", log=log, prefix="[synth]", every_s=progress_every_s
+        ) as progress,
+    ):
         for i in range(n):
             scene = generate_scene(seed, i, config, stream=_EXPORT_STREAM)
             if format == "kurosiwo":
@@ -293,6 +306,7 @@ def export_world(
                 _write_bigearthnet(tmp, scene, i, splits)
             else:
                 _write_native(tmp, scene, i)
+            progress.update(i + 1)
         if format == "bigearthnet":
             for split, rows in splits.items():
                 (tmp / f"{split}.csv").write_text("".join(r + "\n" for r in rows), encoding="utf-8")

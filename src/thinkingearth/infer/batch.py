@@ -1,8 +1,10 @@
 """Many scenes: find them in a folder or a STAC item list, predict each on a Dask cluster.
 
-A run writes one ``<scene>.tif`` (and ``<scene>.png``) per scene into an output folder and skips
-scenes whose output already exists, so a killed run restarts where it stopped: each output is
-renamed into place only when complete (:func:`~thinkingearth.infer.predictor.predict_scene`).
+A run writes one class map ``<scene>.tif`` per scene into an output folder, with the files
+beside it (``<scene>_uncertainty.tif``, the styles, ``<scene>.png``;
+:mod:`~thinkingearth.infer.writers`), and skips scenes whose class map already exists, so a
+killed run restarts where it stopped: the class map is renamed into place last, when every file
+beside it is complete (:func:`~thinkingearth.infer.predictor.predict_scene`).
 
 Where scenes come from (:func:`find_scenes`):
 
@@ -29,6 +31,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -36,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thinkingearth.data.scene import Acquisition, SarUnits, SourceFile
+from thinkingearth.data.scene import Acquisition, SarUnitsOption, SourceFile
 from thinkingearth.errors import UserInputError
 from thinkingearth.infer.model import SceneModel, Task
 from thinkingearth.sensors import get_sensor
@@ -245,12 +249,16 @@ def plan_jobs(scenes: Sequence[tuple[str, Sequence[Acquisition]]], out_dir: Path
 def run_job(
     job: SceneJob,
     model: SceneModel,
-    sar_units: SarUnits,
+    sar_units: SarUnitsOption,
     quicklook: bool,
     overwrite: bool,
     threads: int | None,
+    command: str | None = None,
 ) -> tuple[str, str, str]:
     """Predict one scene (on a Dask worker): ``(status, name, detail)``.
+
+    ``command`` is the client's command line, recorded in the outputs' tags (a worker's own
+    ``sys.argv`` is the worker's).
 
     ``status`` is ``done`` (``detail``: the time taken, and the acquisitions whose date a
     metadata model got as unknown), ``skipped`` (the output exists) or ``failed`` (a user error,
@@ -265,7 +273,9 @@ def run_job(
 
         torch.set_num_threads(threads)
     try:
-        result = predict_scene(model, job.inputs, job.out, sar_units=sar_units, quicklook=quicklook)
+        result = predict_scene(
+            model, job.inputs, job.out, sar_units=sar_units, quicklook=quicklook, command=command
+        )
     except UserInputError as exc:
         return ("failed", job.name, str(exc))
     detail = f"{result.seconds:.1f} s"
@@ -280,7 +290,7 @@ def predict_many(
     jobs: Sequence[SceneJob],
     model: SceneModel,
     *,
-    sar_units: SarUnits = "linear",
+    sar_units: SarUnitsOption = "auto",
     quicklook: bool = True,
     overwrite: bool = False,
     scheduler: str | None = None,
@@ -294,7 +304,7 @@ def predict_many(
     Args:
         jobs: the scenes (:func:`plan_jobs`).
         model: the scene model (sent to the workers).
-        sar_units: units of SAR input files.
+        sar_units: units of SAR input files (``auto``: decided per file from its values).
         quicklook: also write a PNG per scene.
         overwrite: predict scenes whose output exists too.
         scheduler: address of a running Dask scheduler; ``None`` starts a ``LocalCluster``.
@@ -366,6 +376,7 @@ def predict_many(
                 f"predicting {len(todo)} scene(s) on {client.scheduler_info().get('address', scheduler)}"
             )
             token = uuid.uuid4().hex[:8]
+            command = shlex.join(sys.argv)  # this process's: the one the user ran
             futures = [
                 client.submit(
                     run_job,
@@ -375,6 +386,7 @@ def predict_many(
                     quicklook,
                     overwrite,
                     threads,
+                    command,
                     key=f"predict-{job.name}-{token}",
                     pure=False,
                 )

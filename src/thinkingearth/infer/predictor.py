@@ -6,8 +6,9 @@ its width:
 
 1. check that the inputs are the acquisitions the model takes (:func:`check_acquisitions`),
    then open them as a :class:`~thinkingearth.data.scene.SceneStack` on the grid of the
-   post-event (or only) image, reprojecting other grids on read; check band names, overlap and
-   SAR units;
+   post-event (or only) image, reprojecting other grids on read; take the model's bands from
+   each file by name, check overlap, decide (``auto``) or check each file's SAR units and say
+   them once, and warn about Sentinel-2 values 10^4 off the model's scale;
 2. if the model calibrates on the scene (Otsu thresholds), read the scene once at reduced
    resolution and let it pick its parameters;
 3. read tiles of ``model.tile`` px overlapping by ``model.overlap`` px in row-major order (a
@@ -17,13 +18,17 @@ its width:
    missing dates included), and blend overlapping probabilities with separable raised-cosine
    weights (:func:`blend_weights`, never zero, so edge pixels still count). Only a strip of rows
    (one tile high, the scene wide) is held: rows that no later tile touches are finished, turned
-   into class ids (argmax) and predictive entropy, and written out;
-4. copy the streamed file to a Cloud-Optimised GeoTIFF, draw a PNG quicklook, and rename both
-   into place. Everything is written to temporary siblings first, so a failure or a kill leaves
-   no partial output; GDAL's block cache is bounded throughout.
+   into class ids (argmax) and predictive entropy, and written out; the rows finished so far
+   are the progress shown (:class:`~thinkingearth.count_progress.CountProgress`: a bar on a
+   terminal, a line every ten seconds otherwise);
+4. copy the streamed files to Cloud-Optimised GeoTIFFs, write the class names for GDAL and the
+   QGIS styles, draw a PNG quicklook over the input, and rename everything into place, the
+   class map last. Everything is written to temporary siblings first, so a failure or a kill
+   leaves no partial output; GDAL's block cache is bounded throughout.
 
-The output keeps the reference input's CRS and transform; band 1 holds class ids, band 2 the
-entropy in nats, 255 is no data in both (pixels without data in any input).
+The outputs (:mod:`~thinkingearth.infer.writers`) keep the reference input's CRS and transform:
+``OUT`` holds the class ids (``uint8`` with a colour table, 255 = no data: pixels without data in
+any input), ``OUT_uncertainty.tif`` the predictive entropy in nats (``float32``, NaN = no data).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ import contextlib
 import math
 import os
 import queue
+import shlex
+import sys
 import threading
 import time
 import uuid
@@ -39,37 +46,61 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 from rasterio.windows import Window
 from torch import Tensor
 
+from thinkingearth import __version__
+from thinkingearth.count_progress import CountProgress
 from thinkingearth.data.scene import (
     Acquisition,
     AcquisitionTime,
     Grid,
-    SarUnits,
+    SarUnitsOption,
     SceneStack,
     iter_windows,
 )
 from thinkingearth.errors import UserInputError
 from thinkingearth.fileio import atomic_file
 from thinkingearth.infer.model import SceneModel, ScenePreview
-from thinkingearth.infer.writers import NODATA, RowWriter, gdal_env, write_cog, write_quicklook
+from thinkingearth.infer.writers import (
+    NODATA,
+    UNCERTAINTY_BANDS,
+    RowWriter,
+    categories_path,
+    category_names_xml,
+    class_style_qml,
+    gdal_env,
+    output_paths,
+    style_path,
+    uncertainty_path,
+    uncertainty_style_qml,
+    write_cog,
+    write_quicklook,
+)
+from thinkingearth.viz import backdrop_rgb
 
 __all__ = [
+    "DEVICES",
+    "Device",
     "PredictionResult",
     "blend_weights",
     "check_acquisitions",
     "check_output_path",
     "predict_scene",
     "quicklook_path",
+    "resolve_device",
     "tile_metadata",
 ]
 
+Device = Literal["cpu", "cuda", "auto"]
+DEVICES: tuple[str, ...] = get_args(Device)
+
 _FLUSH_ROWS = 32  # rows finished at a time: bounds the temporaries of argmax and entropy
+_QUICKLOOK_SIDE = 1024  # the quicklook's longest side read from the outputs and the input, px
 
 
 @dataclass(frozen=True)
@@ -105,6 +136,36 @@ class PredictionResult:
     timings: dict[str, float] = field(default_factory=dict)
     times: tuple[AcquisitionTime, ...] = ()
     missing_dates: tuple[str, ...] = ()
+
+
+def resolve_device(device: str, *, precision: str = "fp32") -> torch.device:
+    """The torch device to predict on: ``cpu``, ``cuda`` or ``auto``.
+
+    ``auto`` takes the GPU when PyTorch sees one, except for ``int8`` precision, whose quantised
+    graph runs on the CPU with ONNX Runtime.
+
+    Raises:
+        UserInputError: An unknown device, ``cuda`` where PyTorch sees no CUDA device, or
+            ``cuda`` with ``int8`` precision (one line each).
+    """
+    name = str(device).strip().lower()
+    if name not in DEVICES:
+        raise UserInputError(f"unknown device {device!r}; expected one of: {', '.join(DEVICES)}")
+    if name == "auto":
+        name = "cuda" if precision != "int8" and torch.cuda.is_available() else "cpu"
+    elif name == "cuda":
+        if precision == "int8":
+            raise UserInputError(
+                "int8 precision runs the quantised encoder on the CPU (ONNX Runtime); "
+                "use --device cpu with --precision int8, or --precision fp32 on cuda"
+            )
+        if not torch.cuda.is_available():
+            raise UserInputError(
+                "--device cuda, but PyTorch sees no CUDA device here "
+                f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}); "
+                "use --device cpu or --device auto"
+            )
+    return torch.device(name)
 
 
 def blend_weights(size: int, overlap: int) -> np.ndarray:
@@ -260,12 +321,12 @@ class _Strip:
         for r0 in range(0, n, _FLUSH_ROWS):
             r1 = min(n, r0 + _FLUSH_ROWS)
             probs = self.acc[:, r0:r1] / np.maximum(self.weight[r0:r1], 1e-12)
-            classes = probs.argmax(axis=0).astype(np.float32)
+            classes = probs.argmax(axis=0).astype(np.uint8)
             probs = np.clip(probs, 1e-12, 1.0)
             entropy = -(probs * np.log(probs)).sum(axis=0, dtype=np.float32)
             valid = self.valid[r0:r1]
             classes[~valid] = NODATA
-            entropy[~valid] = NODATA
+            entropy[~valid] = np.nan
             self.counts += np.bincount(classes[valid].astype(np.int64), minlength=self.k)[: self.k]
             self.n_valid += int(valid.sum())
             self.writer.write(self.top + r0, classes, entropy)
@@ -391,45 +452,59 @@ def predict_scene(
     inputs: Sequence[Acquisition],
     out: str | Path,
     *,
-    sar_units: SarUnits = "linear",
+    sar_units: SarUnitsOption = "auto",
     quicklook: bool = True,
     device: str | torch.device = "cpu",
     cache_mb: int = 64,
     prefetch: int = 2,
     log: Callable[[str], None] | None = None,
+    progress_every_s: float | None = None,
+    command: str | None = None,
 ) -> PredictionResult:
-    """Predict a whole scene and write a COG (band 1 classes, band 2 entropy) and a quicklook.
+    """Predict a whole scene: a class COG, an uncertainty COG, their styles and a quicklook.
 
     Args:
         model: the scene model.
         inputs: acquisitions oldest first; the last one defines the output grid (flood:
             ``[pre2,] pre, post``; water and land cover: ``[image]``).
-        out: the COG to write (replaced if it exists); the quicklook goes beside it as ``.png``.
-        sar_units: units of SAR input files, ``linear`` sigma0 or ``db``.
+        out: the class map to write (replaced if it exists); beside it go the uncertainty
+            (:func:`~thinkingearth.infer.writers.uncertainty_path`), the class names for GDAL
+            (``.tif.aux.xml``), QGIS styles (``.qml``) and the quicklook (``.png``); see
+            :mod:`~thinkingearth.infer.writers`.
+        sar_units: units of SAR input files: ``auto`` (decided per file from its values),
+            ``linear`` sigma0 or ``db``; stated units the values contradict are an error.
         quicklook: also write the PNG quicklook.
-        device: torch device for the network.
+        device: torch device for the network; ``cpu``, ``cuda`` and ``auto`` go through
+            :func:`resolve_device` (``auto``: the GPU when PyTorch sees one).
         cache_mb: GDAL block cache bound, megabytes.
         prefetch: batches read ahead in a background thread (0: read in the calling thread).
-        log: where progress lines go (``None``: nowhere).
+        log: where progress lines go (``None``: nowhere, and no progress bar either).
+        progress_every_s: seconds between plain progress lines of finished rows (default:
+            :data:`~thinkingearth.count_progress.LINE_EVERY_S`); on a terminal (standard error) a
+            bar shows instead.
+        command: the command line recorded in the outputs' tags (default: this process's
+            ``sys.argv``; a Dask worker is given its client's).
 
     Returns:
         A :class:`PredictionResult`.
 
     Raises:
         UserInputError: bad inputs (see :class:`~thinkingearth.data.scene.SceneStack`), a wrong
-            number of acquisitions (:func:`check_acquisitions`), or an output path that is an
-            input or a folder. Nothing is written then, and nothing partial is left behind on any
-            failure.
+            number of acquisitions (:func:`check_acquisitions`), an output path that is an
+            input or a folder, or a device PyTorch does not see. Nothing is written then, and
+            nothing partial is left behind on any failure.
     """
     start = time.perf_counter()
     out = Path(out)
     inputs = list(inputs)
     say = log or (lambda _m: None)
+    if isinstance(device, str) and device.strip().lower() in DEVICES:
+        device = resolve_device(device)
     check_acquisitions(model, inputs)
-    check_output_path(out, [p for acq in inputs for p in acq.paths])
     png = quicklook_path(out) if quicklook else None
-    if png is not None:
-        check_output_path(png, [p for acq in inputs for p in acq.paths])
+    for path in (*output_paths(out), *([png] if png is not None else [])):
+        check_output_path(path, [p for acq in inputs for p in acq.paths])
+    unc_out = uncertainty_path(out)
     k = len(model.classes)
     with (
         gdal_env(cache_mb),
@@ -442,18 +517,23 @@ def predict_scene(
         ) as stack,
     ):
         grid = stack.grid
+        for line in stack.notes:
+            say(line)
         with warnings.catch_warnings():
             warnings.simplefilter("always")
-            stack.check_units()
+            stack.check_scale(model.mean)
         network: Callable[..., Tensor] = model.network
         timings = dict.fromkeys(
             ("calibrate", "wait_read", "forward", "blend_write", "cog", "quicklook"), 0.0
         )
         tick = time.perf_counter()
+        preview: tuple[np.ndarray, np.ndarray] | None = None  # the reference image, decimated
         if model.calibrate is not None:
             x, valid = stack.read_decimated(model.calibration_side)
             factor = max(1, math.ceil(max(grid.shape) / model.calibration_side))
             network = model.calibrate(ScenePreview(x, valid, factor))
+            if png is not None:  # the quicklook's backdrop, without a second read
+                preview = (x[-1].copy(), valid.copy())
             del x, valid
         timings["calibrate"] = time.perf_counter() - tick
         if isinstance(network, torch.nn.Module):
@@ -463,9 +543,11 @@ def predict_scene(
             "MODEL": model.name,
             "CLASSES": ";".join(f"{i}={c}" for i, c in enumerate(model.classes)),
             "BAND_1": "class id (255 = no data)",
-            "BAND_2": "predictive entropy of the blended class probabilities, nats (255 = no data)",
+            "UNCERTAINTY": unc_out.name,
             "INPUTS": ";".join(str(p.name) for acq in inputs for p in acq.paths),
             **dict(model.tags),
+            "COMMAND": command if command is not None else shlex.join(sys.argv),
+            "TIFFTAG_SOFTWARE": f"thinkingearth {__version__}",
         }
         scene_tags = getattr(network, "scene_tags", None)
         if callable(scene_tags):
@@ -488,12 +570,40 @@ def predict_scene(
         w2d = np.outer(blend_weights(th, model.overlap), blend_weights(tw, model.overlap))
         say(
             f"predicting {grid.width}×{grid.height} px in {len(windows)} tiles of "
-            f"{model.tile} px ({model.name} {model.task})"
+            f"{model.tile} px ({model.name} {model.task}, on {device})"
         )
-        with atomic_file(out) as tmp_cog:
-            stream = out.parent / f".{out.name}.stream-{uuid.uuid4().hex[:8]}.tif"
+        unc_tags = {
+            **{key: value for key, value in tags.items() if key != "UNCERTAINTY"},
+            "BAND_1": f"{UNCERTAINTY_BANDS[0]}: predictive entropy of the blended class "
+            f"probabilities, nats; 0 = certain, ln {k} = uniform over the classes (NaN = no data)",
+            "CLASS_MAP": out.name,
+        }
+        with contextlib.ExitStack() as outputs:
+            # Temporary siblings, renamed in the reverse order of entering: the class map last,
+            # so a class map that exists comes with every file beside it.
+            tmp = {p: outputs.enter_context(atomic_file(p)) for p in reversed(output_paths(out))}
+            tmp_cog, tmp_unc = tmp[out], tmp[unc_out]
+            token = uuid.uuid4().hex[:8]
+            stream = out.parent / f".{out.name}.stream-{token}.tif"
+            stream_unc = out.parent / f".{out.name}.stream-{token}-uncertainty.tif"
             try:
-                with RowWriter(stream, grid, tags) as writer:
+                with (
+                    RowWriter(
+                        stream,
+                        stream_unc,
+                        grid,
+                        colours=model.colours,
+                        tags=tags,
+                        uncertainty_tags=unc_tags,
+                    ) as writer,
+                    CountProgress(
+                        grid.height,
+                        unit="rows",
+                        log=log,
+                        prefix="[predict]",
+                        every_s=progress_every_s,
+                    ) as progress,
+                ):
                     strip = _Strip(k, th, grid.width, writer)
                     with (
                         torch.inference_mode(),
@@ -520,25 +630,53 @@ def predict_scene(
                                 h, w = valid.shape
                                 strip.add(window, probs[i, :, :h, :w], valid, w2d)
                             timings["blend_write"] += time.perf_counter() - tick
+                            progress.update(strip.top)  # rows written so far
                     tick = time.perf_counter()
                     strip.flush(grid.height - strip.top)
+                    progress.update(grid.height)
                 timings["blend_write"] += time.perf_counter() - tick
                 tick = time.perf_counter()
                 write_cog(stream, tmp_cog)
+                write_cog(stream_unc, tmp_unc)
                 timings["cog"] = time.perf_counter() - tick
             finally:
-                with contextlib.suppress(FileNotFoundError):
-                    stream.unlink()
+                for path in (stream, stream_unc):
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+            tmp[categories_path(out)].write_text(
+                category_names_xml(model.classes), encoding="utf-8"
+            )
+            tmp[style_path(out)].write_text(
+                class_style_qml(model.classes, model.colours), encoding="utf-8"
+            )
+            tmp[style_path(unc_out)].write_text(
+                uncertainty_style_qml(math.log(max(2, k))), encoding="utf-8"
+            )
             tick = time.perf_counter()
             if png is not None:
-                with atomic_file(png) as tmp_png:
-                    write_quicklook(
-                        tmp_cog,
-                        tmp_png,
-                        classes=model.classes,
-                        colours=model.colours,
-                        title=f"{model.task}: {out.name} ({model.name})",
-                    )
+                if preview is None:
+                    x, valid = stack.read_decimated(_QUICKLOOK_SIDE)
+                    preview = (x[-1].copy(), valid)  # the reference (last) acquisition
+                    del x
+                backdrop, shows = backdrop_rgb(
+                    preview[0],
+                    model.bands,
+                    preview[1],
+                    sar_units=model.sar_units if stack.is_sar else None,
+                )
+                last = inputs[-1].name.lstrip("-")
+                tmp_png = outputs.enter_context(atomic_file(png))
+                write_quicklook(
+                    tmp_cog,
+                    tmp_unc,
+                    tmp_png,
+                    classes=model.classes,
+                    colours=model.colours,
+                    backdrop=backdrop,
+                    backdrop_title=f"input ({last}): {shows}",
+                    title=f"{model.task}: {out.name} ({model.name})",
+                    max_side=_QUICKLOOK_SIDE,
+                )
             timings["quicklook"] = time.perf_counter() - tick
     n_valid = max(1, strip.n_valid)
     result_info = PredictionResult(

@@ -15,6 +15,13 @@ into the batch the module reads (a single-image module gets ``time`` as ``[B]``,
 sample, as collated Samples carry it). The acquisitions are those it was trained with, no fewer
 and no more: a change module trained on three refuses two, and the reverse.
 
+``precision="int8"`` (``predict --precision int8``) runs the encoder's transformer blocks as a
+dynamically quantised ONNX Runtime graph on the CPU (:class:`Int8EncoderBackbone`, over
+:class:`~thinkingearth.models.int8.Int8Levels`): the dense heads get the same feature maps as in
+fp32, from int8 weight products; the hypernetwork patch embedding, the head and the fusion stay
+fp32 in PyTorch. Only a module on the any-sensor encoder has that path; one on a supervised
+baseline (U-Net, ResNet, ...) is refused in one line.
+
 The writer lives with the tasks (:mod:`thinkingearth.tasks.checkpoint`); this adapter lives
 here because the data flow runs one way, tasks → infer.
 """
@@ -24,18 +31,65 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
 from thinkingearth.data.transforms import Normaliser
+from thinkingearth.errors import UserInputError
 from thinkingearth.infer.model import TASK_CLASSES, TASKS, SceneModel
+from thinkingearth.models.int8 import Int8Levels
 from thinkingearth.tasks.checkpoint import TaskCheckpoint, load_task_module
+from thinkingearth.tasks.protocols import EncoderBackbone
 from thinkingearth.tasks.segmentation import SegmentationTask
 from thinkingearth.viz import LANDCOVER_COLOURS
 
-__all__ = ["TaskNetwork", "load_task"]
+__all__ = ["PRECISIONS", "Int8EncoderBackbone", "Precision", "TaskNetwork", "load_task"]
+
+Precision = Literal["fp32", "int8"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+
+class Int8EncoderBackbone(EncoderBackbone):
+    """An :class:`EncoderBackbone` whose inference runs the blocks in int8 (ONNX Runtime).
+
+    In eval mode without autograd, :meth:`levels` embeds the image in PyTorch
+    (:meth:`~thinkingearth.models.encoder.Encoder.embed`: hypernetwork kernels, position and
+    metadata encodings) and runs the blocks up to the deepest level through
+    :class:`~thinkingearth.models.int8.Int8Levels`; :meth:`pooled` uses the encoder's own int8
+    trunk (:meth:`~thinkingearth.models.encoder.Encoder.set_precision`). With autograd or in
+    training mode both run the fp32 modules, as the encoder does. The weights (and their names in
+    the state dict) are those of the backbone it replaces.
+
+    Args:
+        backbone: The fp32 backbone (its encoder is shared, not copied).
+        cache_dir: Directory for the quantised graphs (reused across runs, named by a digest of
+            the weights); default a temporary directory removed with the backbone.
+
+    Raises:
+        OnnxRuntimeUnavailableError: Without onnxruntime / onnx (a one-line
+            :class:`~thinkingearth.errors.UserInputError` naming the install command).
+    """
+
+    def __init__(self, backbone: EncoderBackbone, cache_dir: str | Path | None = None) -> None:
+        """Share the backbone's encoder and settings; set up the int8 graphs."""
+        super().__init__(
+            backbone.encoder,
+            patch_size=backbone.patch_size,
+            indices=backbone.indices,
+            use_meta=backbone.use_meta,
+        )
+        self.training = backbone.training
+        self.int8_levels = Int8Levels(cache_dir, indices=self.indices)
+        self.encoder.set_precision("int8", cache_dir=cache_dir)
+
+    def levels(self, image: Tensor, batch: Mapping[str, Any] | None = None) -> list[Tensor]:
+        """Patch-token maps ``[B, D, h, w]`` after the chosen blocks (int8 at inference)."""
+        if self.training or torch.is_grad_enabled():
+            return super().levels(image, batch)
+        tokens, grid = self.encoder.embed(image, **self._inputs(batch))
+        return self.int8_levels(self.encoder, tokens, grid)
 
 
 class TaskNetwork(nn.Module):
@@ -114,7 +168,13 @@ def _colours(task: str, classes: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(palette[i % len(palette)] for i in range(len(classes)))
 
 
-def load_task(path: str | Path, *, overlap: int | None = None) -> SceneModel:
+def load_task(
+    path: str | Path,
+    *,
+    overlap: int | None = None,
+    precision: Precision = "fp32",
+    cache_dir: str | Path | None = None,
+) -> SceneModel:
     """Load a task checkpoint as a :class:`SceneModel` for :func:`predict_scene`.
 
     The scene model takes exactly the number of acquisitions the module was trained with
@@ -123,13 +183,22 @@ def load_task(path: str | Path, *, overlap: int | None = None) -> SceneModel:
     Args:
         path: ``<path>.safetensors`` or ``<path>.json`` (or the path without suffix).
         overlap: Tile overlap in pixels (default: an eighth of the stored tile).
+        precision: ``fp32`` (exact) or ``int8``: the encoder's blocks as a dynamically quantised
+            ONNX Runtime graph on the CPU (:class:`Int8EncoderBackbone`; modules on the
+            any-sensor encoder only).
+        cache_dir: For ``int8``: directory for the quantised graphs (default: a temporary one).
 
     Raises:
         UserInputError: (a :class:`~thinkingearth.models.weights.CheckpointFormatError`) for a
-            missing, damaged or foreign file, one line.
+            missing, damaged or foreign file, one line; for ``int8`` on a module without the
+            encoder, or without onnxruntime installed, one line.
     """
     from thinkingearth.models.weights import CheckpointFormatError
 
+    if precision not in PRECISIONS:
+        raise UserInputError(
+            f"unknown precision {precision!r}; expected one of: {', '.join(PRECISIONS)}"
+        )
     ckpt: TaskCheckpoint = load_task_module(path)
     if ckpt.kind not in ("segmentation", "change"):
         raise CheckpointFormatError(
@@ -141,6 +210,24 @@ def load_task(path: str | Path, *, overlap: int | None = None) -> SceneModel:
             f"{ckpt.path}: a {ckpt.task} model; predict maps the tasks {', '.join(TASKS)} "
             "(finetune with task.name set to one of them)"
         )
+    from thinkingearth.models.published import sha256_of
+
+    # Provenance written into every map predicted with it.
+    tags = {
+        "WEIGHTS": ckpt.path.name,
+        "WEIGHTS_SHA256": sha256_of(ckpt.path),
+        "PRECISION": precision,
+    }
+    if precision == "int8":
+        backbone = ckpt.module.backbone
+        if not isinstance(backbone, EncoderBackbone):
+            raise UserInputError(
+                f"{ckpt.path.name} is a {type(backbone).__name__} baseline; int8 precision "
+                "quantises the any-sensor encoder's blocks and has no path for baselines: "
+                "use fp32"
+            )
+        ckpt.module.backbone = Int8EncoderBackbone(backbone, cache_dir)
+        tags["PRECISION"] = "int8 (encoder blocks: ONNX Runtime dynamic quantisation)"
     change = ckpt.acquisitions > 1
     metadata = ckpt.uses_metadata
     network = TaskNetwork(
@@ -163,6 +250,6 @@ def load_task(path: str | Path, *, overlap: int | None = None) -> SceneModel:
         outputs="probabilities",
         fill=(math.nan,) * len(ckpt.bands),
         name=ckpt.path.stem,
-        tags={"WEIGHTS": ckpt.path.name},
+        tags=tags,
         metadata=metadata,
     )

@@ -12,11 +12,13 @@ Output folder ``OUT``::
     OUT/summary.json             steps, time, final loss
 
 ``--resume`` continues from the latest checkpoint with the optimiser, scheduler, step counter and
-data-order position restored; a run that would overwrite checkpoints without ``--resume`` is
-refused, and so is ``--resume`` with no checkpoint or a corrupt one. Augmentations and MAE masks
-are drawn from ``(seed, step, rank)``, so a resumed run repeats exactly what the uninterrupted run
-would have done. A run resumed with a different ``--max-steps`` fits its learning-rate schedule
-to the new end (the change is stored in the checkpoint; see
+data-order position restored; an ``OUT`` that holds a run is refused without ``--resume`` (or
+``--overwrite``, which deletes that run's files once the new run's inputs are checked), and so is
+``--resume`` with no checkpoint or a corrupt one. SIGTERM stops the run after the current step
+with a checkpoint of it (exit status 143); ``--resume`` continues from there. Augmentations and
+MAE masks are drawn from ``(seed, step, rank)``, so a resumed run repeats exactly what the
+uninterrupted run would have done. A run resumed with a different ``--max-steps`` fits its
+learning-rate schedule to the new end (the change is stored in the checkpoint; see
 :class:`~thinkingearth.pretrain.modules.WarmupCosine`). Resumed before its old end, the rate
 decays from the resume step along a cosine from the value it had there to its floor
 (``optim.min_lr_ratio * optim.lr``) at the new ``max_steps``. Resumed at or after its old end
@@ -50,7 +52,7 @@ import torch
 import yaml
 
 from thinkingearth.errors import UserInputError
-from thinkingearth.fileio import atomic_file, check_writable_parent
+from thinkingearth.fileio import atomic_file, check_writable_parent, remove_outputs
 from thinkingearth.pretrain.config import PretrainConfig
 
 __all__ = ["RESUMABLE_CHANGES", "PretrainResult", "run_pretrain"]
@@ -72,6 +74,16 @@ RESUMABLE_CHANGES: frozenset[str] = frozenset(
         "trainer.accelerator",
         "data.num_workers",
     }
+)
+#: What a run writes in ``OUT`` (deleted by ``--overwrite``; nothing else in ``OUT`` is touched).
+RUN_OUTPUTS: tuple[str, ...] = (
+    "checkpoints",
+    "logs",
+    "config.yaml",
+    "normalisation.json",
+    "encoder.safetensors",
+    "encoder.json",
+    "summary.json",
 )
 
 
@@ -167,6 +179,7 @@ def run_pretrain(
     *,
     max_steps: int | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     teacher: torch.nn.Module | None = None,
     callbacks: Sequence[Any] = (),
     log: Callable[[str], None] | None = print,
@@ -178,6 +191,8 @@ def run_pretrain(
         out: Output folder (see the module docstring).
         max_steps: Override ``trainer.max_steps``.
         resume: Continue from the latest checkpoint in ``out/checkpoints``.
+        overwrite: Replace a run in ``out``: its files (:data:`RUN_OUTPUTS`) are deleted once
+            the configuration, data and model are built, before training starts.
         teacher: A frozen teacher module for distillation (instead of ``distill.teacher``).
         callbacks: Extra Lightning callbacks.
         log: Where progress lines go (``None`` = silent).
@@ -186,14 +201,16 @@ def run_pretrain(
         A :class:`PretrainResult`.
 
     Raises:
-        UserInputError: ``out`` holds checkpoints and ``resume`` is false; ``resume`` with no
-            checkpoint, a corrupt one, or a different configuration; unwritable ``out``.
+        UserInputError: ``out`` holds a run and neither ``resume`` nor ``overwrite`` is given;
+            both are; ``resume`` with no checkpoint, a corrupt one, or a different
+            configuration; unwritable ``out``.
+        Terminated: SIGTERM arrived (:mod:`thinkingearth.stopping`); a checkpoint of the step
+            reached is saved when training had started.
     """
     import lightning as L
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from thinkingearth.pretrain.callbacks import (
-        QuietProgressBar,
         ResumableCSVLogger,
         StepCheckpoint,
         truncate_metrics,
@@ -207,8 +224,12 @@ def run_pretrain(
     from thinkingearth.pretrain.modules import CHECKPOINT_FORMAT, WarmupCosine, build_module
     from thinkingearth.pretrain.teacher import Teacher, build_teacher
     from thinkingearth.pretrain.transforms import Normaliser
+    from thinkingearth.progress import QuietLightning, progress_callbacks
+    from thinkingearth.runs import StopOnSignal, stop_on_sigterm
 
     say = log or (lambda _message: None)
+    if resume and overwrite:
+        raise UserInputError("give --resume (continue the run in OUT) or --overwrite, not both")
     if max_steps is not None:
         if max_steps <= 0:
             raise UserInputError(f"--max-steps must be positive, got {max_steps}")
@@ -262,10 +283,11 @@ def run_pretrain(
                     f"at step {config.trainer.max_steps}"
                 )
             say(change)
-    elif found:
+    elif not overwrite and (found or (out / "encoder.safetensors").exists()):
+        what = f"checkpoints (latest {found[-1][1].name})" if found else "a pretrained encoder"
         raise UserInputError(
-            f"{out} already holds checkpoints (latest {found[-1][1].name}); pass --resume to "
-            "continue that run, or choose another --out"
+            f"{out} already holds {what}; pass --resume to continue that run, --overwrite to "
+            "replace it, or choose another --out"
         )
     if config.trainer.threads is not None:
         torch.set_num_threads(config.trainer.threads)
@@ -274,6 +296,9 @@ def run_pretrain(
     normaliser = Normaliser()
     datamodule = PretrainDataModule(config, normaliser)
     datamodule.build()
+    if _rank() == 0:
+        for note in datamodule.notes:  # what a real source found: files, patches, left-outs
+            say(f"[pretrain] {note}")
     if saved.get("normalisation"):
         normaliser.stats.update(Normaliser(saved["normalisation"]).stats)
     wrapped_teacher: Teacher | None = None
@@ -289,6 +314,9 @@ def run_pretrain(
     module = build_module(config, normaliser, wrapped_teacher)
 
     if _rank() == 0:
+        if overwrite:
+            for path in remove_outputs(out, RUN_OUTPUTS):
+                say(f"[pretrain] --overwrite: deleted {path}")
         out.mkdir(parents=True, exist_ok=True)
         _write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         _write_text(out / "normalisation.json", normaliser.to_json())
@@ -300,37 +328,43 @@ def run_pretrain(
         ResumableCSVLogger(out, name="logs", version="csv", flush_logs_every_n_steps=t.log_every),
         TensorBoardLogger(out, name="logs", version="tensorboard", default_hp_metric=False),
     ]
-    trainer = L.Trainer(
-        max_steps=t.max_steps,
-        max_epochs=-1,  # max_steps ends the run (the sampler yields exactly max_steps batches)
-        max_time=timedelta(seconds=t.max_time_s) if t.max_time_s is not None else None,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        strategy=_strategy(config),
-        precision=t.precision,
-        callbacks=[
-            StepCheckpoint(folder, t.checkpoint_every, t.keep_checkpoints),
-            *([QuietProgressBar()] if t.progress_bar else []),
-            *callbacks,
-        ],
-        plugins=[AtomicCheckpointIO()],
-        logger=loggers,
-        log_every_n_steps=t.log_every,
-        enable_checkpointing=False,
-        enable_progress_bar=t.progress_bar,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        gradient_clip_val=config.optim.grad_clip or None,
-        num_sanity_val_steps=0,
-        default_root_dir=out,
-    )
-    trainer.fit(
-        module,
-        datamodule=datamodule,
-        ckpt_path=str(ckpt_path) if ckpt_path is not None else None,
-        weights_only=True,
-    )
+    # Lightning's banners, tips and warnings are noise here, from the Trainer's construction on;
+    # progress comes from our callbacks (a bar on a terminal, else lines), on stderr.
+    progress, bar = progress_callbacks(log if t.progress_bar else None, "[pretrain]")
+    with QuietLightning():
+        trainer = L.Trainer(
+            max_steps=t.max_steps,
+            max_epochs=-1,  # max_steps ends the run (the sampler yields exactly max_steps batches)
+            max_time=timedelta(seconds=t.max_time_s) if t.max_time_s is not None else None,
+            accelerator=t.accelerator,
+            devices=t.devices,
+            num_nodes=t.num_nodes,
+            strategy=_strategy(config),
+            precision=t.precision,
+            callbacks=[
+                StepCheckpoint(folder, t.checkpoint_every, t.keep_checkpoints),
+                StopOnSignal(),
+                *progress,
+                *callbacks,
+            ],
+            plugins=[AtomicCheckpointIO()],
+            logger=loggers,
+            log_every_n_steps=t.log_every,
+            enable_checkpointing=False,
+            enable_progress_bar=bar,
+            enable_model_summary=False,
+            use_distributed_sampler=False,
+            gradient_clip_val=config.optim.grad_clip or None,
+            num_sanity_val_steps=0,
+            default_root_dir=out,
+        )
+        with stop_on_sigterm(trainer, f"its checkpoint is in {folder}; run again with --resume"):
+            trainer.fit(
+                module,
+                datamodule=datamodule,
+                ckpt_path=str(ckpt_path) if ckpt_path is not None else None,
+                weights_only=True,
+            )
     seconds = time.perf_counter() - start
     # ddp_spawn returns the weights, not the loop state, to the main process: read the step of
     # the final checkpoint too.
@@ -350,6 +384,12 @@ def run_pretrain(
             "resumed_from": resumed_from,
             "encoder": encoder_path.name,
         }
+        data_summary = datamodule.summary()  # real sources: notes and no-data windows skipped
+        if data_summary:
+            summary["data"] = data_summary
+            skipped = data_summary["nodata_windows_skipped"]
+            if skipped:
+                say(f"[pretrain] skipped {skipped} window(s) with no valid pixel (no data)")
         _write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
         say(f"[pretrain] {steps} steps in {seconds:.1f} s; encoder: {encoder_path}")
     return PretrainResult(
