@@ -3,15 +3,19 @@
 All recipes share :class:`PretrainModule`: the encoder, one normalisation and augmentation path
 (:class:`~thinkingearth.pretrain.transforms.Augmenter`), randomness seeded by ``(seed, step,
 rank)`` (so a resumed run draws exactly the crops, band subsets and masks the uninterrupted run
-would have drawn), AdamW with warm-up and cosine decay, and per-sensor loss logging.
+would have drawn), AdamW with warm-up and cosine decay, and per-sensor loss logging. The encoder
+is new, or continues from a checkpoint or published weights name (``encoder.init``, see
+:func:`build_encoder`), for every recipe.
 
 * :class:`MAEPretrain`: masked autoencoding (He et al. 2022, "Masked Autoencoders Are Scalable
   Vision Learners") with a dynamic decoder whose output layer is generated per band from the
   band's description (wavelength, bandwidth, SAR polarisation, or variable), so it reconstructs
-  whatever bands were input, from any sensor. With a teacher it adds cosine feature distillation
-  of the masked view's pooled features to the teacher's features of the full view, as in
-  Copernicus-FM (Wang et al. 2025, "Towards a Unified Copernicus Foundation Model for Earth
-  Vision").
+  whatever bands were input, from any sensor. Each token's target is the patch of the image
+  padded as the encoder's patch embedding pads it (one pixel for imported Copernicus-FM and
+  DOFA), so target and prediction cover the same pixels. With a teacher it adds cosine feature
+  distillation of the masked view's pooled features to the teacher's features of the full view,
+  as in Copernicus-FM (Wang et al. 2025, "Towards a Unified Copernicus Foundation Model for
+  Earth Vision").
 * :class:`ContrastivePretrain`: two augmented views; SoftCon (Wang et al. 2024, "Multi-label
   Guided Soft Contrastive Learning for Efficient Earth Observation Pretraining"), SupCon (Khosla
   et al. 2020) or SimCLR (Chen et al. 2020) targets (:mod:`thinkingearth.pretrain.losses`).
@@ -29,6 +33,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
@@ -73,17 +78,28 @@ _VARIABLES: tuple[str, ...] = tuple(
 
 
 def build_encoder(spec: EncoderSpec, seed: int) -> Encoder:
-    """Create (or load) the encoder of a run, initialised from ``seed`` only."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if spec.init is not None:
-            if spec.overrides:
-                raise UserInputError(
-                    "encoder.overrides cannot change a loaded encoder (encoder.init); drop one"
-                )
-            encoder = load(spec.init)
-        else:
+    """The encoder of a run: new (initialised from ``seed`` only), or loaded from ``spec.init``.
+
+    ``spec.init`` is anything :func:`thinkingearth.models.load` reads: a checkpoint file, or a
+    published weights name, found in the weights folder or the Hugging Face cache, else
+    downloaded (never with ``HF_HUB_OFFLINE=1``) and checked against its SHA-256 now, when the
+    run starts. The checkpoint's architecture is the encoder's; the configuration checked what
+    it could without the tensors (:meth:`EncoderSpec.check`), the rest is checked here.
+
+    Raises:
+        UserInputError: The registry's one-line errors (weights not cached and not
+            downloadable, a wrong checksum), an unreadable checkpoint, or ``encoder.name`` /
+            ``encoder.overrides`` that contradict the checkpoint.
+    """
+    if spec.init is None:
+        assert spec.name is not None  # EncoderSpec names the default architecture
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
             encoder = create_encoder(spec.name, **spec.overrides)
+        return encoder.train()
+    spec.check()  # overrides and what the registry or our JSON say, before reading tensors
+    encoder = load(spec.init)  # every tensor from the checkpoint: no random draws
+    spec.check_architecture(encoder.config.name)
     return encoder.train()
 
 
@@ -357,10 +373,26 @@ class ProjectionHead(nn.Module):
         return self.net(x)
 
 
-def patchify(image: Tensor, patch: int) -> Tensor:
-    """``[B, C, H, W]`` to ``[B, N, C, p*p]`` (row-major patch order, as the encoder's tokens)."""
+def patchify(image: Tensor, patch: int, padding: int = 0) -> Tensor:
+    """The pixels each token of the encoder's patch grid sees: ``[B, C, H, W]`` to ``[B, N, C, p*p]``.
+
+    The encoder embeds patches with a stride-``p`` convolution over the image zero-padded by
+    ``padding`` pixels on every side (``EncoderConfig.conv_padding``: 1 for the published
+    Copernicus-FM and DOFA, 0 for new models). Token ``(i, j)`` therefore sees padded rows
+    ``[i*p, (i+1)*p)`` and columns ``[j*p, (j+1)*p)``, i.e. image pixels shifted by ``padding``,
+    on a grid of ``(H + 2*padding - p) // p + 1`` rows (likewise columns); pixels past the grid
+    are seen by no token. The patches are cut from the same padded image, so token ``n`` and
+    patch ``n`` cover the same pixels (padding zeros included), in row-major order.
+
+    Args:
+        image: ``[B, C, H, W]``.
+        patch: Pixels per patch side.
+        padding: Zero pixels added on every side before cutting, as the encoder does.
+    """
+    if padding:
+        image = F.pad(image, (padding, padding, padding, padding))
     b, c, h, w = image.shape
-    gh, gw = h // patch, w // patch
+    gh, gw = (h - patch) // patch + 1, (w - patch) // patch + 1
     x = image[:, :, : gh * patch, : gw * patch].reshape(b, c, gh, patch, gw, patch)
     return x.permute(0, 2, 4, 1, 3, 5).reshape(b, gh * gw, c, patch * patch)
 
@@ -389,6 +421,11 @@ class PretrainModule(L.LightningModule):
         self.encoder = (
             encoder if encoder is not None else build_encoder(config.encoder, config.seed)
         )
+        if config.crop_size % self.patch_size:  # a loaded .pth tells its patch size only now
+            raise UserInputError(
+                f"augment.crop_size ({config.crop_size}) must be a multiple of the encoder's "
+                f"patch size ({self.patch_size})"
+            )
         a = config.augment
         self.augmenter = Augmenter(
             normaliser,
@@ -561,6 +598,21 @@ class MAEPretrain(PretrainModule):
         mask = torch.gather(mask, 1, ids_restore)
         return x, ids_restore, mask, grid
 
+    def reconstruction_target(self, image: Tensor, grid: tuple[int, int]) -> Tensor:
+        """The pixels ``[B, N, C, p*p]`` of each token of ``grid``, as the encoder saw them.
+
+        Cut from the image padded as the encoder's patch embedding pads it (:func:`patchify`);
+        an imported Copernicus-FM or DOFA pads by one pixel, so an unpadded cut would put every
+        target patch one pixel off its token.
+        """
+        target = patchify(image, self.patch_size, int(self.encoder.config.conv_padding))
+        if target.shape[1] != grid[0] * grid[1]:  # pragma: no cover - the encoder's own grid
+            raise RuntimeError(
+                f"MAE target grid of {target.shape[1]} patches differs from the encoder's "
+                f"{grid[0]}x{grid[1]} tokens"
+            )
+        return target
+
     def compute_losses(self, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         """MAE loss (per sensor) plus the optional distillation loss."""
         generator = self.step_generator()
@@ -569,7 +621,7 @@ class MAEPretrain(PretrainModule):
         pred = self.decoder(
             self.encoder.fc_norm(latent), ids_restore, grid, view.sensor, view.bands
         )
-        target = patchify(view.image, self.patch_size)
+        target = self.reconstruction_target(view.image, grid)
         per_sample = masked_reconstruction_loss(pred, target, mask, self.config.mae.norm_pix_loss)
         loss, per_sensor = mean_per_group(per_sample, [view.sensor] * per_sample.shape[0])
         parts = {f"mae/{s}": v.detach() for s, v in per_sensor.items()}
