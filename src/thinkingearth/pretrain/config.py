@@ -42,6 +42,7 @@ __all__ = [
     "AugmentConfig",
     "ContrastiveConfig",
     "DataConfig",
+    "DataSource",
     "DistillConfig",
     "EncoderSpec",
     "MAEConfig",
@@ -59,6 +60,34 @@ __all__ = [
 
 Recipe = Literal["mae", "softcon", "supcon", "simclr", "cross_sensor", "distill"]
 ContrastTargets = Literal["auto", "softcon", "supcon", "simclr"]
+DataSource = Literal[
+    "synthetic", "folder", "bigearthnet", "kurosiwo", "ssl4eo-s12", "copernicus-pretrain", "shards"
+]
+#: Scenes per sensor of the synthetic world when ``n`` is not given.
+SYNTHETIC_N = 256
+#: Sources that read a published layout under ``data.root``.
+ROOTED_SOURCES: tuple[str, ...] = (
+    "bigearthnet",
+    "kurosiwo",
+    "ssl4eo-s12",
+    "copernicus-pretrain",
+    "shards",
+)
+#: Sensors each real source serves (``folder`` and ``shards``: any).
+SOURCE_SENSORS: dict[str, tuple[str, ...]] = {
+    "bigearthnet": ("sentinel-2-l2a", "sentinel-1-grd"),
+    "kurosiwo": ("sentinel-1-grd",),
+    "ssl4eo-s12": ("sentinel-1-grd", "sentinel-2-l1c", "sentinel-2-l2a"),
+    "copernicus-pretrain": (
+        "sentinel-1-grd",
+        "sentinel-2-l1c",
+        "sentinel-3-olci",
+        "sentinel-5p",
+        "copernicus-dem",
+    ),
+}
+#: Sources whose samples carry multi-hot ``labels`` (for SoftCon and SupCon).
+LABELLED_SOURCES: tuple[str, ...] = ("synthetic", "bigearthnet", "shards")
 #: Sensors the synthetic world makes (``thinkingearth.data.synthetic``).
 _FOLDER = "configs"
 SYNTHETIC_SENSORS: tuple[str, ...] = (
@@ -71,21 +100,119 @@ SYNTHETIC_SENSORS: tuple[str, ...] = (
 )
 
 
+#: The architecture of a new encoder whose ``encoder.name`` is left out.
+DEFAULT_ENCODER = "thinkingearth_vit_tiny"
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
-    """Which encoder to pretrain.
+    """Which encoder to pretrain: a new one, or one that continues from weights.
+
+    A new encoder is the architecture ``name`` with ``overrides``, randomly initialised. With
+    ``init`` the run continues from a checkpoint and the checkpoint's architecture wins: its
+    tensors fix it, so ``overrides`` are refused and ``name``, if given, must be that
+    architecture; either contradiction is a one-line error, never a silent choice.
 
     Attributes:
-        name: A registered configuration (``thinkingearth.models.list_models()``).
-        overrides: Fields of :class:`~thinkingearth.models.EncoderConfig` to change, e.g.
-            ``{depth: 4, patch_size: 8, img_size: 64}``.
-        init: Start from these weights (a ``.safetensors`` written by
-            :func:`thinkingearth.models.save`, or a published checkpoint); ``None`` = random.
+        name: A registered architecture (``thinkingearth.models.list_models()``). Without
+            ``init``: default ``thinkingearth_vit_tiny``. With ``init``: leave it out, or give
+            the checkpoint's architecture (``copernicusfm_vit_base`` for ``copernicusfm_base``).
+        overrides: Fields of :class:`~thinkingearth.models.EncoderConfig` to change in a new
+            encoder, e.g. ``{depth: 4, patch_size: 8, img_size: 64}``; not with ``init``.
+        init: Start from these weights: a checkpoint :func:`thinkingearth.models.load` reads
+            (our ``.safetensors``, a published Copernicus-FM or DOFA ``.pth``), or a published
+            weights name (``copernicusfm_base``, ``dofa_base``, ...: ``thinkingearth weights
+            list``), found or downloaded when the run starts; ``None`` = random initialisation.
     """
 
-    name: str = "thinkingearth_vit_tiny"
+    name: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     init: str | None = None
+
+    def __post_init__(self) -> None:
+        """A new encoder without a name is the default architecture."""
+        if self.name is None and self.init is None:
+            object.__setattr__(self, "name", DEFAULT_ENCODER)
+
+    def check(self) -> int | None:
+        """Check the encoder without reading weights or touching the network.
+
+        A published weights name is checked against the registry only; whether its file is
+        cached or downloadable is found out when the run starts (the registry's one-line error).
+
+        Returns:
+            The encoder's patch size, or ``None`` where only the checkpoint's tensors tell (a
+            ``.pth`` file); the run checks that once it has loaded them.
+
+        Raises:
+            UserInputError: An unknown architecture or override; ``init`` that is neither a
+                file nor a published weights name; ``overrides`` with ``init``; a ``name`` that
+                is not the architecture of ``init``.
+        """
+        from thinkingearth.models.weights import CONFIGS  # lazy: imports torch
+
+        if self.init is None:
+            assert self.name is not None  # __post_init__
+            if self.name not in CONFIGS:
+                raise UserInputError(
+                    f"encoder.name: unknown model {self.name!r}; expected one of: "
+                    + ", ".join(sorted(CONFIGS))
+                )
+            fields = {f.name for f in dataclasses.fields(CONFIGS[self.name])}
+            unknown = sorted(set(self.overrides) - fields)
+            if unknown:
+                raise UserInputError(
+                    f"unknown key 'encoder.overrides.{unknown[0]}'; expected some of: "
+                    + ", ".join(sorted(fields))
+                )
+            return int(self.overrides.get("patch_size", CONFIGS[self.name].patch_size))
+        if self.overrides:
+            raise UserInputError(
+                f"encoder.overrides ({', '.join(sorted(self.overrides))}) cannot change encoder.init "
+                f"{self.init}: the checkpoint's tensors fix its architecture; drop "
+                "encoder.overrides (or encoder.init, for a new encoder)"
+            )
+        architecture, patch = self._init_architecture()
+        if architecture is not None:
+            self.check_architecture(architecture)
+        return patch
+
+    def check_architecture(self, architecture: str) -> None:
+        """Refuse a ``name`` that is not ``architecture``, the one of the ``init`` checkpoint.
+
+        Raises:
+            UserInputError: ``name`` is given and differs.
+        """
+        if self.name is not None and self.name != architecture:
+            raise UserInputError(
+                f"encoder.name {self.name!r} contradicts encoder.init {self.init}, a "
+                f"{architecture} checkpoint whose architecture is the one used; leave "
+                f"encoder.name out or set it to {architecture!r}"
+            )
+
+    def _init_architecture(self) -> tuple[str | None, int | None]:
+        """``(architecture, patch size)`` of ``init`` as far as known without its tensors."""
+        import json
+
+        from thinkingearth.models import published  # lazy: imports torch
+        from thinkingearth.models.weights import CONFIGS, FORMAT
+
+        assert self.init is not None
+        path = Path(self.init)
+        if path.is_file():  # load() also takes a file before a weights name
+            if path.suffix not in (".safetensors", ".json"):
+                return None, None  # a published .pth: its tensors tell
+            try:  # our checkpoints name their architecture in the JSON beside the tensors
+                header = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+                config = header["config"] if header.get("format") == FORMAT else None
+                return str(config["name"]), int(config["patch_size"])
+            except (OSError, ValueError, TypeError, KeyError, AttributeError):
+                return None, None  # load() names what is wrong when the run starts
+        if self.init in published.WEIGHTS:
+            architecture = published.WEIGHTS[self.init].architecture
+            known = CONFIGS.get(architecture)
+            return architecture, (known.patch_size if known is not None else None)
+        raise UserInputError(f"encoder.init: {published.unknown_name_error(self.init)}")
 
 
 @dataclass(frozen=True)
@@ -94,13 +221,24 @@ class SensorSource:
 
     Attributes:
         sensor: Registry name or alias of the sensor.
-        bands: A subset of its bands in any order; ``None`` = every band the source makes.
-        n: Number of training samples (scenes) of this sensor.
+        bands: A subset of its bands in any order; ``None`` = every band the source makes. For
+            source ``folder`` these also name the bands of files that have no band descriptions
+            and not the sensor's full band count (one name per file band, in file order).
+        n: Training samples of this sensor per pass over the data. ``None``: the synthetic world
+            makes :data:`SYNTHETIC_N` scenes; a real source serves every item once (a patch, a
+            tile acquisition, a location; for ``folder`` as many windows as tile each file
+            without overlap). Fewer than that draws a seeded subset; more repeats items with
+            other random windows.
+        root: Source ``folder``: the folder tree of GeoTIFF/COG files of this sensor.
+        units: Source ``folder``, SAR sensors: what the files hold, ``linear`` sigma0 or ``db``;
+            ``auto`` tells them apart per file from the values.
     """
 
     sensor: str
     bands: tuple[str, ...] | None = None
-    n: int = 256
+    n: int | None = None
+    root: str | None = None
+    units: Literal["auto", "linear", "db"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -108,26 +246,46 @@ class DataConfig:
     """Training data.
 
     Attributes:
-        source: Where samples come from. ``synthetic``: the embedded synthetic Copernicus world.
+        source: Where samples come from (:mod:`thinkingearth.pretrain.sources`):
+            ``synthetic`` (the embedded synthetic Copernicus world), ``folder`` (any folder tree
+            of GeoTIFF/COG files per sensor entry's ``root``), ``bigearthnet`` (v1 or v2,
+            Sentinel-2 L2A and Sentinel-1, with multi-labels), ``kurosiwo`` (labelled tiles and
+            the unlabelled SAR set), ``ssl4eo-s12``, ``copernicus-pretrain`` (the published
+            WebDataset shards) or ``shards`` (shards written by ``thinkingearth shard``).
+        root: The data set's folder, for every source but ``synthetic`` and ``folder``.
         sensors: The sensors of the run; batches hold one sensor each (grouped batches), drawn
             in a seeded shuffled order.
         pair: For ``cross_sensor``: the two sensors whose co-registered samples of one place are
             positives (each may also appear in ``sensors`` to choose its bands and ``n``).
-        size: Pixels per side of the source samples.
+        size: Pixels per side of the samples: real sources cut random windows of this size,
+            seeded per ``(seed, sample)``.
         batch_size: Samples per batch on each device.
         num_workers: DataLoader worker processes.
         cloud_cover: Mean Sentinel-2 cloud fraction of the synthetic world.
-        split: Which stream of the synthetic world to train on.
+        split: The synthetic world's stream; the official split of ``bigearthnet`` and the event
+            split of ``kurosiwo`` (``null``: every patch or event). Other sources have none.
+        shuffle_buffer: Source ``shards``: decoded samples each reader holds to shuffle (memory:
+            this many samples per data-loader worker and sensor); 0 reads in shard order.
     """
 
-    source: Literal["synthetic"] = "synthetic"
+    source: DataSource = "synthetic"
+    root: str | None = None
     sensors: tuple[SensorSource, ...] = (SensorSource("sentinel-2-l2a"),)
     pair: tuple[str, ...] | None = None
     size: int = 64
     batch_size: int = 32
     num_workers: int = 0
     cloud_cover: float = 0.0
-    split: Literal["train", "val", "test"] = "train"
+    split: Literal["train", "val", "test"] | None = "train"
+    shuffle_buffer: int = 1024
+
+    def __post_init__(self) -> None:
+        """The synthetic world makes :data:`SYNTHETIC_N` scenes per sensor unless told."""
+        if self.source == "synthetic" and any(s.n is None for s in self.sensors):
+            sensors = tuple(
+                dataclasses.replace(s, n=SYNTHETIC_N) if s.n is None else s for s in self.sensors
+            )
+            object.__setattr__(self, "sensors", sensors)
 
 
 @dataclass(frozen=True)
@@ -347,7 +505,7 @@ class PretrainConfig:
         for source in self.data.sensors:
             if get_sensor(source.sensor).name == canonical:
                 return source
-        return SensorSource(canonical)
+        return SensorSource(canonical, n=SYNTHETIC_N if self.data.source == "synthetic" else None)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-type (YAML/JSON-safe) dict of the configuration; tuples become lists."""
@@ -361,8 +519,6 @@ class PretrainConfig:
             UnknownSensorError: A sensor the registry does not know.
             UnknownBandError: A band the sensor does not have.
         """
-        from thinkingearth.models.weights import CONFIGS  # lazy: imports torch
-
         if self.seed < 0:
             raise UserInputError(f"seed must be >= 0, got {self.seed}")
         d, a, t = self.data, self.augment, self.trainer
@@ -381,7 +537,10 @@ class PretrainConfig:
             if sensor.name in seen:
                 raise UserInputError(f"data.sensors lists {sensor.name} twice; list it once")
             seen.add(sensor.name)
-            _positive(f"data.sensors[{i}].n", source.n)
+            if source.n is not None:
+                _positive(f"data.sensors[{i}].n", source.n)
+            self._validate_entry(i, source, sensor.name)
+        self._validate_source()
         if self.recipe == "cross_sensor":
             if d.pair is None or len(d.pair) != 2:
                 raise UserInputError(
@@ -400,14 +559,26 @@ class PretrainConfig:
                 bands = self.source_for(name).bands
                 if bands is not None:
                     get_sensor(name).select(bands)
+            self._validate_pair(names)
         elif d.pair is not None:
             raise UserInputError(
                 f"data.pair is only used by recipe cross_sensor, not {self.recipe}"
+            )
+        labelled = self.recipe in ("softcon", "supcon") or (
+            self.recipe == "cross_sensor" and self.contrast_targets in ("softcon", "supcon")
+        )
+        if labelled and d.source not in LABELLED_SOURCES:
+            raise UserInputError(
+                f"{self.contrast_targets} targets need multi-hot labels, which data.source "
+                f"{d.source} has none of; use bigearthnet, synthetic or shards written from "
+                "them, or contrastive.targets simclr"
             )
         _positive("data.size", d.size)
         _positive("data.batch_size", d.batch_size)
         if d.num_workers < 0:
             raise UserInputError(f"data.num_workers must be >= 0, got {d.num_workers}")
+        if d.shuffle_buffer < 0:
+            raise UserInputError(f"data.shuffle_buffer must be >= 0, got {d.shuffle_buffer}")
         if not 0.0 <= d.cloud_cover <= 1.0:
             raise UserInputError(f"data.cloud_cover must be in [0, 1], got {d.cloud_cover}")
         _range_pair("augment.crop_scale", a.crop_scale, 0.0, 1.0)
@@ -459,21 +630,10 @@ class PretrainConfig:
             raise UserInputError(f"trainer.max_time_s must be > 0, got {t.max_time_s}")
         if t.threads is not None:
             _positive("trainer.threads", t.threads)
-        # The encoder: name, overrides and patch-size compatibility.
-        if self.encoder.name not in CONFIGS:
-            raise UserInputError(
-                f"encoder.name: unknown model {self.encoder.name!r}; expected one of: "
-                + ", ".join(sorted(CONFIGS))
-            )
-        fields = {f.name for f in dataclasses.fields(CONFIGS[self.encoder.name])}
-        unknown = sorted(set(self.encoder.overrides) - fields)
-        if unknown:
-            raise UserInputError(
-                f"unknown key 'encoder.overrides.{unknown[0]}'; expected some of: "
-                + ", ".join(sorted(fields))
-            )
-        patch = int(self.encoder.overrides.get("patch_size", CONFIGS[self.encoder.name].patch_size))
-        if self.crop_size % patch:
+        # The encoder: a new architecture or a checkpoint to continue, and its patch size (of a
+        # .pth checkpoint only known from its tensors: the module checks it when it loads them).
+        patch = self.encoder.check()
+        if patch is not None and self.crop_size % patch:
             raise UserInputError(
                 f"augment.crop_size ({self.crop_size}) must be a multiple of the encoder's patch "
                 f"size ({patch})"
@@ -482,10 +642,86 @@ class PretrainConfig:
             raise UserInputError(
                 f"augment.crop_size ({self.crop_size}) is larger than data.size ({d.size})"
             )
-        if self.encoder.init is not None and not Path(self.encoder.init).is_file():
-            raise UserInputError(f"encoder.init: checkpoint {self.encoder.init} does not exist")
         self._check_variables()
         return self
+
+    def _validate_entry(self, i: int, entry: SensorSource, sensor: str) -> None:
+        """One ``data.sensors`` entry against the source: ``root``, ``units`` and the sensor."""
+        d = self.data
+        key = f"data.sensors[{i}]"
+        if d.source == "folder":
+            if not entry.root:
+                raise UserInputError(
+                    f"{key}.root is missing: source folder reads each sensor's GeoTIFFs from its "
+                    f"own root, e.g. {{sensor: {sensor}, root: path/to/files}}"
+                )
+        else:
+            if entry.root is not None:
+                where = "data.root" if d.source in ROOTED_SOURCES else "nothing"
+                raise UserInputError(
+                    f"{key}.root is only read by source folder; source {d.source} reads {where}"
+                )
+            if entry.units != "auto":
+                raise UserInputError(
+                    f"{key}.units is only read by source folder; source {d.source} knows its units"
+                )
+        allowed = SOURCE_SENSORS.get(d.source)
+        if allowed is not None and sensor not in allowed:
+            raise UserInputError(
+                f"{key}: source {d.source} has no {sensor}; expected one of: {', '.join(allowed)}"
+            )
+        if d.source == "copernicus-pretrain" and sensor == "sentinel-5p":
+            bands = entry.bands or ("NO2",)
+            if len(bands) != 1:
+                raise UserInputError(
+                    f"{key}.bands: copernicus-pretrain holds each Sentinel-5P gas with its own "
+                    f"dates; give one of CO, NO2, O3, SO2, got {list(bands)}"
+                )
+
+    def _validate_source(self) -> None:
+        """``data.root`` and ``data.split`` against the source."""
+        d = self.data
+        if d.source in ROOTED_SOURCES and not d.root:
+            raise UserInputError(
+                f"data.root is missing: source {d.source} reads its files from data.root "
+                "(e.g. --set data.root=PATH)"
+            )
+        if d.source not in ROOTED_SOURCES and d.root is not None:
+            hint = "each data.sensors entry has its own root" if d.source == "folder" else ""
+            raise UserInputError(
+                f"data.root is not read by source {d.source}" + (f"; {hint}" if hint else "")
+            )
+        if d.source == "synthetic" and d.split is None:
+            raise UserInputError("data.split: the synthetic world needs train, val or test")
+
+    def _validate_pair(self, names: list[str]) -> None:
+        """The cross-sensor pair against the source: both sensors must be co-registered there."""
+        d = self.data
+        if d.source == "kurosiwo":
+            raise UserInputError(
+                "data.pair: Kuro Siwo is Sentinel-1 only, so it has no cross-sensor pairs; use "
+                "bigearthnet, ssl4eo-s12, copernicus-pretrain or two folder entries"
+            )
+        allowed = SOURCE_SENSORS.get(d.source)
+        if allowed is not None:
+            for name in names:
+                if name not in allowed:
+                    raise UserInputError(
+                        f"data.pair: source {d.source} has no {name}; expected two of: "
+                        + ", ".join(allowed)
+                    )
+        if d.source == "ssl4eo-s12" and set(names) == {"sentinel-2-l1c", "sentinel-2-l2a"}:
+            raise UserInputError(
+                "data.pair: SSL4EO-S12's pairs are Sentinel-1 with Sentinel-2 (L1C or L2A)"
+            )
+        if d.source == "folder":
+            listed = {get_sensor(s.sensor).name for s in d.sensors}
+            for name in names:
+                if name not in listed:
+                    raise UserInputError(
+                        f"data.pair: {name} has no data.sensors entry; source folder needs a "
+                        f"{{sensor: {name}, root: ...}} entry for each sensor of the pair"
+                    )
 
     def _check_variables(self) -> None:
         """Variables (S5P gases, DEM) are described to new encoders by the text encoder."""
@@ -559,8 +795,38 @@ def config_from_dict(data: Mapping[str, Any]) -> PretrainConfig:
         raw = dict(raw)
         raw["sensors"] = [{"sensor": s} if isinstance(s, str) else s for s in raw["sensors"]]
         data["data"] = raw
+    if (
+        isinstance(raw, Mapping)
+        and raw.get("source") == "shards"
+        and raw.get("sensors") is None
+        and isinstance(raw.get("root"), str)
+    ):
+        data["data"] = {**raw, "sensors": _shard_sensors(raw["root"])}
     config: PretrainConfig = build(PretrainConfig, data)
     return config.validate()
+
+
+def _shard_sensors(root: str) -> list[dict[str, Any]]:
+    """``data.sensors`` of a shards folder, read from its index: every sensor with its bands.
+
+    ``data: {source: shards, root: DIR}`` (no ``sensors``, or ``sensors: null``) reads every
+    group of the shards; the resolved config
+    (written with the run) names them. A sensor stored with several band sets must be chosen
+    with ``data.sensors``.
+    """
+    from thinkingearth.pretrain.shards import ShardIndex  # lazy: only shards runs read it
+
+    entries: dict[str, list[str]] = {}
+    for group in ShardIndex.read(root).groups:
+        parts = [group["pair"][k] for k in ("a", "b")] if "pair" in group else [group]
+        for part in parts:
+            sensor, bands = get_sensor(part["sensor"]).name, list(part["bands"])
+            if entries.setdefault(sensor, bands) != bands:
+                raise UserInputError(
+                    f"the shards in {root} hold {sensor} with several band sets; list the "
+                    "sensors to read in data.sensors (with bands:)"
+                )
+    return [{"sensor": sensor, "bands": bands} for sensor, bands in entries.items()]
 
 
 # ----------------------------------------------------------------------------------------------

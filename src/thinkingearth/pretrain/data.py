@@ -11,11 +11,22 @@
   of ``batch_size * world_size`` samples), so every rank uses the same parameters every step.
 * :class:`PairedSynthetic` serves co-registered samples of two sensors of one place (for the
   cross-sensor recipe), cut from one generated scene.
+* Real sources (``data.source`` ``folder``, ``bigearthnet``, ``kurosiwo``, ``ssl4eo-s12``,
+  ``copernicus-pretrain``) come from :mod:`thinkingearth.pretrain.sources`: map-style datasets
+  whose sample ``i`` is a pure function of ``(seed, i)``, so they go through the same sampler
+  and resume the same way. Windows with no valid pixel are skipped there; the samples say how
+  many, and :meth:`PretrainDataModule.on_before_batch_transfer` adds them up
+  (:attr:`PretrainDataModule.nodata_windows`, reported in the run's log and summary).
+* ``data.source: shards`` streams :class:`~thinkingearth.pretrain.shards.ShardDataset` (one
+  stream per sensor group, split across ranks and workers there); :class:`ShardLoader` picks the
+  group of each step with the grouped sampler's seeded plan, so every rank reads the same sensor
+  at a step, and resumes each group's stream at the samples it had trained on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from itertools import islice
 from typing import Any
 
 import lightning as L
@@ -34,6 +45,7 @@ __all__ = [
     "PairedSynthetic",
     "PretrainDataModule",
     "ResumableLoader",
+    "ShardLoader",
     "SharedSceneSamples",
     "collate_pairs",
     "fit_normaliser",
@@ -204,6 +216,16 @@ class GroupedBatchSampler(Sampler[list[int]]):
         group, local = self._plan[q]
         return group, [int(self.offsets[group] + i) for i in local]
 
+    def group_counts(self, step: int) -> list[int]:
+        """Global batches of each group among steps ``0 .. step - 1``."""
+        passes, rest = divmod(int(step), self.steps_per_pass)
+        per_step = self.batch_size * self.world_size
+        counts = [passes * (n // per_step) for n in self.group_sizes]
+        if rest:
+            for group, _ in self._make_plan(passes)[:rest]:
+                counts[group] += 1
+        return counts
+
     def batch(self, step: int) -> list[int]:
         """This rank's dataset indices at ``step``."""
         _, indices = self.global_batch(step)
@@ -256,6 +278,178 @@ class ResumableLoader(DataLoader):
         sampler.start = int(state_dict["step"])
 
 
+class ShardLoader:
+    """Batches of one sensor group per step from shards, resumable at any step (``source: shards``).
+
+    The group of step ``s`` is the grouped sampler's (:meth:`GroupedBatchSampler.global_batch`,
+    sized by the groups' sample counts), the same on every rank. Each group is its own
+    :class:`~thinkingearth.pretrain.shards.ShardDataset` stream (split across ranks and workers,
+    shuffled there) batched by a DataLoader; resumed at step ``s``, group ``g``'s stream starts
+    at ``batches of g before s x batch_size``, the samples this rank has trained on from it.
+    Lightning saves :meth:`state_dict` in every checkpoint, as for :class:`ResumableLoader`.
+
+    Args:
+        make_stream: ``make_stream(group, start)`` returns the group's stream for this rank,
+            starting after ``start`` samples.
+        groups: The shard groups of the run, in ``group_sizes`` order.
+        sampler: The grouped plan (its ``start`` is the first step to yield).
+        collate_fn: Collates a batch (pairs: :func:`collate_pairs`).
+        num_workers: DataLoader workers per group stream.
+        position: Returns the trainer's step (the batches already trained on).
+    """
+
+    def __init__(
+        self,
+        make_stream: Callable[[int, int], Any],
+        groups: Sequence[int],
+        sampler: GroupedBatchSampler,
+        collate_fn: Callable[[Sequence[Any]], Any],
+        num_workers: int,
+        position: Callable[[], int],
+    ) -> None:
+        """Keep the parts; streams open when iteration starts."""
+        self.make_stream = make_stream
+        self.groups = list(groups)
+        self.sampler = sampler
+        self.collate_fn = collate_fn
+        self.num_workers = int(num_workers)
+        self._position = position
+
+    def __iter__(self) -> Iterator[Any]:
+        start = self.sampler.start
+        before = self.sampler.group_counts(start)
+        batch = self.sampler.batch_size
+        loaders = [
+            iter(
+                DataLoader(
+                    self.make_stream(group, before[g] * batch),
+                    batch_size=batch,
+                    collate_fn=self.collate_fn,
+                    num_workers=self.num_workers,
+                )
+            )
+            for g, group in enumerate(self.groups)
+        ]
+        for step in range(start, self.sampler.total_steps):
+            g, _ = self.sampler.global_batch(step)
+            yield next(loaders[g])
+
+    def state_dict(self) -> dict[str, int]:
+        """``seed``, ``batch_size``, ``world_size`` and ``step`` (next batch to train on)."""
+        state = self.sampler.state_dict()
+        state.pop("start")
+        state["step"] = int(self._position())
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, int]) -> None:
+        """Continue at the saved step (checks that the seed is the same)."""
+        if int(state_dict["seed"]) != self.sampler.seed:
+            raise UserInputError(
+                f"the checkpoint's data order has seed {state_dict['seed']}, the config "
+                f"{self.sampler.seed}; resume with the config the run started with"
+            )
+        self.sampler.start = int(state_dict["step"])
+
+
+def _shard_groups(config: PretrainConfig, groups: Sequence[Mapping[str, Any]]) -> list[int]:
+    """The shard groups the run reads: one per sensor, or the pair's (``cross_sensor``)."""
+    root = config.data.root
+
+    def describe(group: Mapping[str, Any]) -> str:
+        if "pair" in group:
+            parts = group["pair"]
+            return f"pair {parts['a']['sensor']}+{parts['b']['sensor']}"
+        return f"{group['sensor']} ({', '.join(group['bands'])})"
+
+    found = ", ".join(describe(g) for g in groups)
+    if config.recipe == "cross_sensor":
+        assert config.data.pair is not None
+        wanted = [get_sensor(s).name for s in config.data.pair]
+        for g, group in enumerate(groups):
+            parts = group.get("pair")
+            if parts and [get_sensor(parts[k]["sensor"]).name for k in ("a", "b")] == wanted:
+                return [g]
+        raise UserInputError(
+            f"the shards in {root} hold no {wanted[0]}+{wanted[1]} pairs; they hold: {found}"
+        )
+    chosen: list[int] = []
+    for sensor in config.sensors:
+        bands = config.source_for(sensor).bands
+        want = None if bands is None else list(get_sensor(sensor).band(b).name for b in bands)
+        matches = [
+            g
+            for g, group in enumerate(groups)
+            if "pair" not in group
+            and get_sensor(group["sensor"]).name == sensor
+            and (want is None or list(group["bands"]) == want)
+        ]
+        if not matches:
+            raise UserInputError(
+                f"the shards in {root} hold no {sensor}"
+                + ("" if want is None else f" with bands {', '.join(want)}")
+                + f"; they hold: {found}"
+            )
+        if len(matches) > 1:
+            raise UserInputError(
+                f"the shards in {root} hold {sensor} with several band sets ({found}); choose "
+                "one with bands: in its data.sensors entry"
+            )
+        chosen.append(matches[0])
+    return chosen
+
+
+def open_shard_stream(config: PretrainConfig, group: int, start: int, rank: int, world: int) -> Any:
+    """One shard group's stream for this rank (:class:`~thinkingearth.pretrain.shards.ShardDataset`).
+
+    Imported here, lazily: only ``source: shards`` needs the shards module.
+    """
+    from thinkingearth.pretrain.shards import ShardDataset
+
+    assert config.data.root is not None
+    return ShardDataset(
+        config.data.root,
+        seed=config.seed,
+        shuffle_buffer=config.data.shuffle_buffer,
+        rank=rank,
+        world=world,
+        start=start,
+        batch_size=config.data.batch_size,
+        group=group,
+    )
+
+
+class _ShardSamples(Dataset[dict[str, Any]]):
+    """The first samples of one shard group, in shard order (statistics of the sensor)."""
+
+    def __init__(self, config: PretrainConfig, group: int, sensor: str, bands: Sequence[str]):
+        self.config, self.group = config, group
+        self.sensor, self.bands = sensor, tuple(bands)
+        self._samples: list[dict[str, Any]] | None = None
+
+    def _load(self) -> list[dict[str, Any]]:
+        if self._samples is None:
+            from thinkingearth.pretrain.shards import ShardDataset
+
+            assert self.config.data.root is not None
+            stream = ShardDataset(
+                self.config.data.root,
+                seed=self.config.seed,
+                shuffle_buffer=0,
+                rank=0,
+                world=1,
+                epochs=1,
+                group=self.group,
+            )
+            self._samples = list(islice(iter(stream), STATS_SAMPLES))
+        return self._samples
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self._load()[index]
+
+
 def fit_normaliser(
     normaliser: Normaliser,
     datasets: Mapping[str, SyntheticCopernicus],
@@ -283,6 +477,11 @@ class PretrainDataModule(L.LightningDataModule):
     Args:
         config: The run's configuration.
         normaliser: Filled with estimated statistics where needed (see :meth:`setup`).
+
+    Attributes:
+        notes: What the data sources found (files, patches, left-out files), one line each.
+        nodata_windows: Windows with no valid pixel skipped in the batches trained on so far
+            (this process; real sources only).
     """
 
     def __init__(self, config: PretrainConfig, normaliser: Normaliser) -> None:
@@ -290,18 +489,24 @@ class PretrainDataModule(L.LightningDataModule):
         super().__init__()
         self.config = config
         self.normaliser = normaliser
-        self.datasets: dict[str, SyntheticCopernicus] = {}
+        self.datasets: dict[str, Any] = {}
         self.dataset: Dataset[Any] | None = None
         self.group_sizes: list[int] = []
+        self.shard_groups: list[int] = []
+        self.notes: list[str] = []
+        self.nodata_windows = 0
+        self._built = False
 
     def _synthetic(self, sensor: str, n: int | None = None) -> SyntheticCopernicus:
         d = self.config.data
         source = self.config.source_for(sensor)
+        count = source.n if n is None else n
+        assert d.split is not None and count is not None  # validated, filled in by DataConfig
         return SyntheticCopernicus(
             task="none",
             sensor=sensor,
             split=d.split,
-            n=source.n if n is None else n,
+            n=count,
             size=d.size,
             seed=self.config.seed,
             bands=source.bands,
@@ -310,11 +515,17 @@ class PretrainDataModule(L.LightningDataModule):
 
     def build(self) -> None:
         """Create the datasets (cheap: scenes are generated on first use) and fit statistics."""
-        if self.dataset is not None:
+        if self._built:
             return
+        self._built = True
         config = self.config
-        if config.recipe == "cross_sensor":
-            n = min(config.source_for(s).n for s in config.sensors)
+        source = config.data.source
+        if source == "shards":
+            self._build_shards()
+        elif source != "synthetic":
+            self._build_source()
+        elif config.recipe == "cross_sensor":
+            n = min(int(config.source_for(s).n or 0) for s in config.sensors)
             a, b = (self._synthetic(s, n) for s in config.sensors)
             self.datasets = {a.sensor: a, b.sensor: b}
             self.dataset = PairedSynthetic(a, b)
@@ -328,6 +539,52 @@ class PretrainDataModule(L.LightningDataModule):
             self.group_sizes = [len(p) for p in parts.values()]
             fit_normaliser(self.normaliser, self.datasets, parts)
 
+    def _build_source(self) -> None:
+        """A real source's readers (:mod:`thinkingearth.pretrain.sources`)."""
+        from thinkingearth.pretrain.sources import open_pair, open_sensor
+
+        config = self.config
+        if config.recipe == "cross_sensor":
+            pairs = open_pair(config)
+            self.notes = list(dict.fromkeys([*pairs.a.notes, *pairs.b.notes]))
+            self.datasets = {pairs.a.sensor: pairs.part("a"), pairs.b.sensor: pairs.part("b")}
+            self.dataset = pairs
+            self.group_sizes = [len(pairs)]
+        else:
+            parts = {s: open_sensor(config, s) for s in config.sensors}
+            self.notes = [note for part in parts.values() for note in part.reader.notes]
+            self.datasets = dict(parts)
+            self.dataset = ConcatDataset(list(parts.values()))
+            self.group_sizes = [len(p) for p in parts.values()]
+        fit_normaliser(self.normaliser, self.datasets)
+
+    def _build_shards(self) -> None:
+        """The shard groups of the run, and statistics from their first samples where needed."""
+        from thinkingearth.pretrain.shards import ShardIndex
+
+        config = self.config
+        assert config.data.root is not None
+        index = ShardIndex.read(config.data.root)
+        self.shard_groups = _shard_groups(config, index.groups)
+        self.group_sizes = [int(index.groups[g]["count"]) for g in self.shard_groups]
+        described = []
+        for g in self.shard_groups:
+            group = index.groups[g]
+            parts = [group["pair"][k] for k in ("a", "b")] if "pair" in group else [group]
+            for part in parts:
+                sensor = get_sensor(part["sensor"]).name
+                self.datasets[sensor] = _ShardSamples(config, g, sensor, part["bands"])
+            described.append(f"{' + '.join(p['sensor'] for p in parts)}: {group['count']}")
+        self.notes = [
+            f"shards {config.data.root}: {len(index.shards)} shard(s), {index.total} samples; "
+            f"reading {'; '.join(described)}"
+        ]
+        if config.recipe == "cross_sensor":
+            for key, sensor in zip(("a", "b"), config.sensors, strict=True):
+                part = self.datasets[sensor]
+                self.datasets[sensor] = _PairSide(part, key)
+        fit_normaliser(self.normaliser, self.datasets)
+
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets (idempotent)."""
         self.build()
@@ -335,10 +592,27 @@ class PretrainDataModule(L.LightningDataModule):
     def _position(self) -> int:
         return int(self.trainer.global_step) if self.trainer is not None else 0
 
-    def train_dataloader(self) -> ResumableLoader:
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Count (and drop) the windows a real source skipped for having no valid pixel."""
+        parts = [batch[k] for k in ("a", "b") if k in batch] if "image" not in batch else [batch]
+        skipped = [part.pop("nodata_windows", None) for part in parts]
+        if skipped[0] is not None and self.config.data.source != "shards":
+            self.nodata_windows += int(sum(int(v) for v in skipped[0]))
+        return batch
+
+    def summary(self) -> dict[str, Any]:
+        """What the run's summary says about its data (real sources; empty for synthetic)."""
+        if self.config.data.source == "synthetic":
+            return {}
+        return {
+            "source": self.config.data.source,
+            "notes": list(self.notes),
+            "nodata_windows_skipped": int(self.nodata_windows),
+        }
+
+    def train_dataloader(self) -> ResumableLoader | ShardLoader:
         """The grouped, seeded, resumable loader of this rank."""
         self.build()
-        assert self.dataset is not None
         trainer = self.trainer
         rank = trainer.global_rank if trainer is not None else 0
         world = trainer.world_size if trainer is not None else 1
@@ -353,11 +627,37 @@ class PretrainDataModule(L.LightningDataModule):
             start=self._position(),
         )
         workers = self.config.data.num_workers
+        collate_fn = collate_pairs if self.config.recipe == "cross_sensor" else collate
+        if self.config.data.source == "shards":
+            config = self.config
+            return ShardLoader(
+                lambda group, start: open_shard_stream(config, group, start, rank, world),
+                self.shard_groups,
+                sampler,
+                collate_fn,
+                workers,
+                self._position,
+            )
+        assert self.dataset is not None
         return ResumableLoader(
             self.dataset,
             batch_sampler=sampler,
-            collate_fn=collate_pairs if self.config.recipe == "cross_sensor" else collate,
+            collate_fn=collate_fn,
             num_workers=workers,
             persistent_workers=workers > 0,
             position=self._position,
         )
+
+
+class _PairSide(Dataset[dict[str, Any]]):
+    """One side (``"a"`` or ``"b"``) of pair records (statistics of its sensor)."""
+
+    def __init__(self, pairs: _ShardSamples, key: str) -> None:
+        self.pairs, self.key = pairs, key
+        self.sensor, self.bands = pairs.sensor, pairs.bands
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.pairs[index][self.key]

@@ -817,7 +817,9 @@ def build_unlabelled_index(
     wanted = None if events is None else {int(e) for e in events}
     records: list[dict] = []
     event_dirs = [
-        p for p in (root / "data").iterdir() if p.is_dir() and not _is_hidden(p) and p.name.isdigit()
+        p
+        for p in (root / "data").iterdir()
+        if p.is_dir() and not _is_hidden(p) and p.name.isdigit()
     ]
     for event_dir in sorted(event_dirs, key=lambda p: int(p.name)):
         actid = int(event_dir.name)
@@ -960,4 +962,3 @@ class KuroSiwoSAR(Dataset):
         sample["time"] = torch.tensor([p["time"] for p in parts], dtype=torch.float64)
         sample["scenes"] = self.scenes(index)
         return sample
-
