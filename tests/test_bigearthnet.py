@@ -666,3 +666,34 @@ def test_real_root_with_both_sensors_as_subfolders() -> None:
     # the S1 folder seen as S2 holds no S2 patches
     with pytest.raises(DataLayoutError, match="no BigEarthNet s2 patch folders"):
         BigEarthNet(REALDATA / "S1")
+
+
+def test_real_root_holding_s1_and_s2_folders_is_recognised() -> None:
+    _real("S2")
+    _real("S1")
+    s2 = BigEarthNet(REALDATA)  # REALDATA holds S1/ and S2/, as the shared README says
+    assert len(s2) == 11 and s2[0]["image"].shape == (12, 120, 120)
+    s1 = BigEarthNet(REALDATA, sensor="s1")
+    assert len(s1) == 6 and s1[0]["sensor"] == "sentinel-1-grd"
+
+
+def test_s1_s2_subfolders_and_a_non_patch_folder_refused_when_built(
+    tmp_path: Path, s2_root: tuple[Path, Any], s1_root: tuple[Path, Any]
+) -> None:
+    _copy(s2_root[0], tmp_path / "both" / "S2")
+    _copy(s1_root[0], tmp_path / "both" / "S1")
+    assert len(BigEarthNet(tmp_path / "both")) == 6
+    assert len(BigEarthNet(tmp_path / "both", sensor="s1")) == 4
+    # a v2 (reBEN) root read as v1: refused when the reader is built, with a hint
+    v2 = tmp_path / "v2"
+    (v2 / "BigEarthNet-S2" / "T33UUP").mkdir(parents=True)
+    (v2 / "metadata.parquet").write_bytes(b"")
+    with pytest.raises(DataLayoutError) as exc:
+        BigEarthNet(v2)
+    message = _one_line(exc)
+    assert "not a BigEarthNet s2 patch folder" in message and "S2/" in message
+    assert "version=2" in message
+    # a folder of unrelated folders: the same, before any sample is read
+    (tmp_path / "other" / "photos").mkdir(parents=True)
+    with pytest.raises(DataLayoutError, match="not a BigEarthNet s2 patch folder"):
+        BigEarthNet(tmp_path / "other")

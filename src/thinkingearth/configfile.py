@@ -171,8 +171,8 @@ def read_config(
         The merged mapping, without ``base``.
 
     Raises:
-        UserInputError: Unknown name, missing or unreadable file, invalid YAML, a mapping
-            expected, or a ``base`` chain that loops.
+        UserInputError: Unknown name, missing or unreadable file, invalid YAML, an empty
+            file, a mapping expected, or a ``base`` chain that loops.
     """
     text: str
     label = str(name_or_file)
@@ -199,8 +199,10 @@ def read_config(
     except yaml.YAMLError as error:
         first = str(error).strip().splitlines()[0]
         raise UserInputError(f"config {label} is not valid YAML ({first})") from None
-    if data is None:
-        data = {}
+    if data is None:  # an empty file, or only comments: most likely the wrong file
+        raise UserInputError(
+            f"config {label} is empty; expected a mapping of keys to values (e.g. base: NAME)"
+        )
     if not isinstance(data, Mapping):
         raise UserInputError(f"config {label} must be a mapping of keys to values")
     data = dict(data)

@@ -12,13 +12,19 @@
 * :class:`ResumableCSVLogger`: Lightning's CSV logger deletes an existing ``metrics.csv`` when it
   starts; this one appends to it, so a resumed run continues the same file (rows after the
   checkpoint are dropped first by :func:`truncate_metrics`, and redone).
+* SIGTERM (``timeout``, SLURM, ``docker stop``): ``trainer.fit`` inside :func:`stop_on_sigterm`
+  finishes its current step, :class:`StepCheckpoint` saves it, and
+  :class:`~thinkingearth.stopping.Terminated` is raised naming the step, so ``--resume``
+  continues from there (:class:`StopOnSignal` sets ``trainer.should_stop``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +34,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from thinkingearth import stopping
 from thinkingearth.errors import UserInputError
 from thinkingearth.fileio import atomic_file
 
@@ -37,9 +45,11 @@ __all__ = [
     "ResumableCSVLogger",
     "StepCheckpoint",
     "StepSeed",
+    "StopOnSignal",
     "checkpoint_path",
     "list_checkpoints",
     "read_checkpoint_file",
+    "stop_on_sigterm",
     "truncate_metrics",
 ]
 
@@ -144,8 +154,62 @@ def truncate_metrics(path: str | Path, before_step: int) -> None:
         writer.writerows(rows)
 
 
+def _stopping(trainer: Trainer) -> bool:
+    """SIGTERM arrived: through our handler (:mod:`thinkingearth.stopping`) or Lightning's."""
+    return stopping.stop_requested() or bool(getattr(trainer, "received_sigterm", False))
+
+
+class StopOnSignal(Callback):
+    """End training after the current step once SIGTERM arrived (``trainer.should_stop``).
+
+    :class:`StepCheckpoint` saves that step. Use with :func:`stop_on_sigterm` around
+    ``trainer.fit``, which turns the stop into :class:`~thinkingearth.stopping.Terminated`.
+    """
+
+    def on_train_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """Ask the loop to stop when a stop was requested."""
+        if _stopping(trainer):
+            trainer.should_stop = True
+
+
+@contextlib.contextmanager
+def stop_on_sigterm(trainer: Trainer, hint: str) -> Iterator[None]:
+    """Run ``trainer.fit`` inside: SIGTERM ends it after the current step, then raises.
+
+    Within the block the first SIGTERM only requests a stop (:func:`thinkingearth.stopping.
+    deferred`); :class:`StopOnSignal` and :class:`StepCheckpoint` end the step and save it.
+    Lightning's own SIGTERM exit (``SIGTERMException``, a ``SystemExit`` whose status would
+    read 0) is absorbed the same way. A run that reached ``max_steps`` anyway is complete and
+    carries on; otherwise :class:`~thinkingearth.stopping.Terminated` says at which step it
+    stopped, followed by ``hint`` (how to continue).
+
+    Args:
+        trainer: The trainer whose ``fit`` runs in the block.
+        hint: What the user does next, e.g. ``"run again with --resume to continue"``.
+    """
+    with stopping.deferred(), contextlib.suppress(SIGTERMException):
+        yield
+    if not _stopping(trainer):
+        return
+    step = int(trainer.global_step)
+    stopping.clear_stop()  # acted on here: a later run in this process starts afresh
+    if 0 < trainer.max_steps <= step:
+        return  # the run is complete: nothing to resume
+    raise stopping.Terminated(f"stopped by SIGTERM at step {step}; {hint}")
+
+
 class StepCheckpoint(Callback):
     """Save a checkpoint every ``every`` optimiser steps and at the end; keep the latest ``keep``.
+
+    A step after which training stops early (``trainer.should_stop``, e.g. SIGTERM through
+    :class:`StopOnSignal`) is saved too.
 
     Args:
         folder: Where checkpoints go.
@@ -180,9 +244,10 @@ class StepCheckpoint(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        """Save on every ``every``-th step."""
+        """Save on every ``every``-th step, and on the step where training stops early."""
         step = int(trainer.global_step)
-        if step % self.every == 0 and step != self._last_saved:
+        due = step % self.every == 0 or trainer.should_stop or _stopping(trainer)
+        if due and step != self._last_saved:
             self._save(trainer)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -92,6 +92,9 @@ def test_safetensors_without_json_and_missing_file(tmp_path: Path) -> None:
 def test_int8_is_not_faked(tmp_path: Path) -> None:
     """precision="int8" really runs a quantised graph (more in test_speed_paths.py)."""
     pytest.importorskip("onnxruntime")
+    # Seeded: how close int8 comes to fp32 depends on the draw (0.95-0.999 cosine over seeds);
+    # unseeded, the test failed or passed by the order tests ran in.
+    torch.manual_seed(0)
     model = create_encoder("thinkingearth_vit_tiny", depth=1, img_size=32)
     path = save(model, tmp_path / "m")
     encoder = load(path, precision="int8", cache_dir=tmp_path / "cache")

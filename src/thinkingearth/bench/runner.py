@@ -5,6 +5,9 @@ and one set of metrics, and writes ``OUT/results.csv`` (one row per run, rewritt
 after each run) and, at the end, ``OUT/report.md`` with its plots
 (:mod:`thinkingearth.bench.report`). Rerunning with the same ``OUT`` skips the runs whose row is
 there (finished or skipped; failed runs are tried again), so an interrupted benchmark resumes.
+SIGTERM ends the current run after its current training step without a row (it runs again next
+time), leaving ``results.csv`` as it was after the last finished run; ``overwrite`` starts again
+from an empty table.
 
 What a run does:
 
@@ -51,6 +54,7 @@ from thinkingearth.errors import UserInputError
 from thinkingearth.fileio import atomic_file, check_writable_parent
 from thinkingearth.models.baselines import BASELINES, Backbone, UnsupportedTaskError
 from thinkingearth.progress import QuietLightning, progress_callbacks
+from thinkingearth.runs import StopOnSignal, stop_on_sigterm
 from thinkingearth.tasks.protocols import (
     FeatureCache,
     TaskModule,
@@ -393,7 +397,7 @@ def _run_one(
             max_epochs=1,
             logger=CSVLogger(str(logs), name=_run_id(key)),
             log_every_n_steps=max(1, min(50, suite.max_steps // 4)),
-            callbacks=progress,
+            callbacks=[*progress, StopOnSignal()],
             enable_progress_bar=bar,
             enable_checkpointing=False,
             enable_model_summary=False,
@@ -403,7 +407,9 @@ def _run_one(
         )
         with PeakMemory(device) as memory:
             start = time.perf_counter()
-            trainer.fit(module, train_dataloaders=loader)
+            hint = "results.csv keeps the finished runs; run the same command to do the rest"
+            with stop_on_sigterm(trainer, f"{_run_id(key)} was not recorded; {hint}"):
+                trainer.fit(module, train_dataloaders=loader)
             train_seconds = time.perf_counter() - start
             trainer.test(module, dataloaders=test_loader, verbose=False)
             if isinstance(net, FeatureCache):
@@ -468,6 +474,7 @@ def run_bench(
     threads: int | None = None,
     command: str | None = None,
     report: bool = True,
+    overwrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> BenchResult:
     """Run a benchmark and write ``OUT/results.csv`` and ``OUT/report.md``.
@@ -486,6 +493,8 @@ def run_bench(
             setting, else PyTorch's).
         command: The command line, recorded in the report.
         report: Write ``report.md`` and its plots at the end.
+        overwrite: Start from an empty table: the rows in ``OUT/results.csv`` (of any suite)
+            are dropped and every run is done again.
         log: Progress messages.
 
     Returns:
@@ -514,6 +523,7 @@ def run_bench(
             accelerator=accelerator,
             command=command,
             report=report,
+            overwrite=overwrite,
             log=log,
         )
     finally:
@@ -532,6 +542,7 @@ def _run_bench(
     accelerator: Accelerator,
     command: str | None,
     report: bool,
+    overwrite: bool,
     log: Callable[[str], None],
 ) -> BenchResult:
     began = time.perf_counter()
@@ -555,11 +566,12 @@ def _run_bench(
     check_writable_parent(out / RESULTS_NAME)
     out.mkdir(parents=True, exist_ok=True)
     results = out / RESULTS_NAME
-    existing = read_results(results)
+    existing = [] if overwrite else read_results(results)
     others = sorted({r["suite"] for r in existing} - {spec.name})
     if others:
         raise UserInputError(
-            f"{results} holds results of suite {', '.join(others)}; choose another --out"
+            f"{results} holds results of suite {', '.join(others)}; pass --overwrite to start "
+            "again, or choose another --out"
         )
     rows: list[dict[str, Any]] = [dict(r) for r in existing if r.get("status") in _DONE]
     done = {_row_key(r) for r in rows}

@@ -211,7 +211,13 @@ def _load_ours(path: Path) -> Encoder:
         )
     with torch.device("meta"):
         encoder = Encoder(EncoderConfig.from_dict(header["config"]))
-    tensors = load_file(str(tensors_path))
+    try:
+        tensors = load_file(str(tensors_path))
+    except Exception as error:  # safetensors raises its own error type for damaged files
+        first = _first_line(error)
+        raise CheckpointFormatError(
+            f"{tensors_path}: not a readable safetensors file, truncated or damaged ({first})"
+        ) from None
     table = tensors.pop(_TABLE_KEY, None)
     missing, unexpected = encoder.load_state_dict(tensors, strict=False, assign=True)
     if missing or unexpected:
@@ -408,13 +414,29 @@ def import_state_dict(
     return encoder.eval()
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _training_checkpoint_error(path: Path) -> CheckpointFormatError:
+    """A Lightning checkpoint of a training run where an encoder was expected."""
+    out = path.parent.parent if path.parent.name == "checkpoints" else Path("OUT")
+    return CheckpointFormatError(
+        f"{path} is a training checkpoint (what --resume reads), not an encoder; a pretraining "
+        f"run's encoder is {out / 'encoder.safetensors'} (written when the run finishes)"
+    )
+
+
 def _read_torch(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if path.suffix == ".ckpt":
+            raise _training_checkpoint_error(path) from None
         raise CheckpointFormatError(
-            f"{path}: cannot read it as a PyTorch checkpoint with weights_only=True ({first})"
+            f"{path}: cannot read it as a PyTorch checkpoint with weights_only=True "
+            f"({_first_line(error)})"
         ) from None
 
 
@@ -474,6 +496,10 @@ def load(
         encoder = _load_ours(path)
     else:
         raw = _read_torch(path)
+        if isinstance(raw, Mapping) and (
+            "pytorch-lightning_version" in raw or ("loops" in raw and "state_dict" in raw)
+        ):
+            raise _training_checkpoint_error(path)
         wrapped = False
         if isinstance(raw, Mapping):
             for key in ("model", "state_dict"):

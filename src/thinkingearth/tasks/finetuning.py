@@ -25,7 +25,10 @@ Output folder ``OUT``::
 ``--resume`` continues from the latest checkpoint: weights, optimiser, schedule, step and the
 position in the data order (batches are drawn from ``(seed, step)``), so a run killed with
 SIGKILL and resumed trains on the same batches as an uninterrupted one. Every file is written to
-a temporary sibling and renamed into place.
+a temporary sibling and renamed into place. SIGTERM stops training after the current step with a
+checkpoint of it (exit status 143), for ``--resume``. An ``OUT`` holding a run is refused unless
+``--resume`` or ``--overwrite`` (which deletes that run's files, :data:`RUN_OUTPUTS`, once the
+new run's data and model are checked).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from thinkingearth.configfile import merge
 from thinkingearth.data.readers import open_split
 from thinkingearth.data.sample import collate
 from thinkingearth.errors import UserInputError
-from thinkingearth.fileio import atomic_file, check_writable_parent
+from thinkingearth.fileio import atomic_file, check_writable_parent, remove_outputs
 from thinkingearth.tasks.finetune_config import FinetuneConfig, load_finetune_config
 from thinkingearth.tasks.protocols import TaskModule, label_fraction_indices
 from thinkingearth.tasks.training import (
@@ -76,6 +79,18 @@ RESUMABLE_CHANGES: frozenset[str] = frozenset(
     }
 )
 _SCENE_TASKS = ("flood", "water", "landcover")
+#: What a run writes in ``OUT`` (deleted by ``--overwrite``; nothing else in ``OUT`` is touched).
+RUN_OUTPUTS: tuple[str, ...] = (
+    "checkpoints",
+    "logs",
+    "config.yaml",
+    "model.safetensors",
+    "model.json",
+    "metrics.json",
+    "report.md",
+    "training_curve.png",
+    "confusion_matrix.png",
+)
 
 
 @dataclass(frozen=True)
@@ -499,6 +514,7 @@ def finetune(
     max_steps: int | None = None,
     seed: int | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     accelerator: str | None = None,
     devices: int | None = None,
     callbacks: Sequence[Any] = (),
@@ -517,6 +533,8 @@ def finetune(
         max_steps: Optimiser steps.
         seed: Seed.
         resume: Continue from the latest checkpoint in ``out/checkpoints``.
+        overwrite: Replace a run in ``out`` (its :data:`RUN_OUTPUTS` are deleted once the data
+            and model are checked).
         accelerator: ``cpu``, ``gpu`` or ``auto``.
         devices: Devices (processes).
         callbacks: Extra Lightning callbacks.
@@ -528,8 +546,10 @@ def finetune(
     Raises:
         UserInputError: For an invalid configuration, data the reader cannot find, a split
             with no samples, a model that cannot read the data, ``resume`` without a checkpoint
-            or with a different configuration, or ``out`` holding another run. Nothing is
-            written to ``out`` before these checks pass.
+            or with a different configuration, or ``out`` holding another run (without
+            ``resume`` or ``overwrite``). Nothing is written to ``out`` before these checks pass.
+        Terminated: SIGTERM arrived (:mod:`thinkingearth.stopping`); a checkpoint of the step
+            reached is saved when training had started.
     """
     import lightning as L
 
@@ -539,14 +559,18 @@ def finetune(
         ResumableCSVLogger,
         StepCheckpoint,
         StepSeed,
+        StopOnSignal,
         list_checkpoints,
         read_checkpoint_file,
+        stop_on_sigterm,
         truncate_metrics,
     )
     from thinkingearth.tasks.checkpoint import save_task
 
     began = time.perf_counter()
     say = log or (lambda _message: None)
+    if resume and overwrite:
+        raise UserInputError("give --resume (continue the run in OUT) or --overwrite, not both")
     config = resolve_config(
         config,
         data_root=data_root,
@@ -583,10 +607,10 @@ def finetune(
                 f"--resume: the run already reached step {resumed_from} of max_steps "
                 f"{config.trainer.max_steps}; raise --max-steps to train further"
             )
-    elif found or (out / "model.safetensors").exists():
+    elif not overwrite and (found or (out / "model.safetensors").exists()):
         raise UserInputError(
-            f"{out} already holds a fine-tuning run; pass --resume to continue it, or choose "
-            "another --out"
+            f"{out} already holds a fine-tuning run; pass --resume to continue it, --overwrite "
+            "to replace it, or choose another --out"
         )
     if config.trainer.threads is not None:
         torch.set_num_threads(config.trainer.threads)
@@ -618,6 +642,9 @@ def finetune(
         f"test; {sensor} {len(bands)} bands, {size} px; {model_name}, {config.protocol}"
     )
 
+    if overwrite:
+        for path in remove_outputs(out, RUN_OUTPUTS):
+            say(f"[finetune] --overwrite: deleted {path}")
     out.mkdir(parents=True, exist_ok=True)
     _write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     if resumed_from is not None:
@@ -656,6 +683,7 @@ def finetune(
             precision=t.precision,
             callbacks=[
                 StepCheckpoint(folder, t.checkpoint_every, t.keep_checkpoints),
+                StopOnSignal(),
                 StepSeed(config.seed),
                 _best_callback(best, say),
                 *progress,
@@ -675,13 +703,14 @@ def finetune(
             use_distributed_sampler=False,
             default_root_dir=out,
         )
-        trainer.fit(
-            module,
-            train_dataloaders=loader,
-            val_dataloaders=eval_loader(val),
-            ckpt_path=str(ckpt_path) if ckpt_path is not None else None,
-            weights_only=True,
-        )
+        with stop_on_sigterm(trainer, f"its checkpoint is in {folder}; run again with --resume"):
+            trainer.fit(
+                module,
+                train_dataloaders=loader,
+                val_dataloaders=eval_loader(val),
+                ckpt_path=str(ckpt_path) if ckpt_path is not None else None,
+                weights_only=True,
+            )
         steps = int(trainer.global_step)
         if best.validated_at != steps and trainer.is_global_zero:
             # The last steps were not validated (max_steps not a multiple of val_every).

@@ -200,7 +200,11 @@ _BAND_RES: dict[str, int] = {
 _GRID_RES = 10.0
 _SENSOR_BANDS = {"s2": S2_BANDS, "s1": S1_BANDS}
 _REFERENCE_BAND = {"s2": "B02", "s1": "VV"}
-_V1_DIRS = {"s2": ("BigEarthNet-v1.0", "BigEarthNet-S2-v1.0"), "s1": ("BigEarthNet-S1-v1.0",)}
+# The archives' folder names, and the short ones of a root holding both sensors (S2/, S1/).
+_V1_DIRS = {
+    "s2": ("BigEarthNet-v1.0", "BigEarthNet-S2-v1.0", "S2"),
+    "s1": ("BigEarthNet-S1-v1.0", "S1"),
+}
 _V2_DIRS = {"s2": "BigEarthNet-S2", "s1": "BigEarthNet-S1"}
 # Real archive names; used only to skip the other sensor's patches in a mixed folder.
 _NAME_RE = {"s2": re.compile(r"^S2[AB]_MSIL2A_"), "s1": re.compile(r"^S1[AB]_")}
@@ -458,8 +462,10 @@ class BigEarthNet(Dataset):
     Dataset format:
 
     * v1: ``root`` holds patch folders ``<patch>/<patch>_<BAND>.tif`` plus
-      ``<patch>_labels_metadata.json``, either directly or in ``BigEarthNet-v1.0/`` (S2) /
-      ``BigEarthNet-S1-v1.0/`` (S1). Splits come from the official ``train.csv``, ``val.csv``,
+      ``<patch>_labels_metadata.json``, either directly or in ``BigEarthNet-v1.0/`` or ``S2/``
+      (S2) / ``BigEarthNet-S1-v1.0/`` or ``S1/`` (S1). A folder that is not a patch (no
+      reference band file and no labels JSON) is refused when the reader is built, with what
+      was expected. Splits come from the official ``train.csv``, ``val.csv``,
       ``test.csv`` (also accepted as ``bigearthnet-<split>.csv``) in ``root``: one patch name per
       line, or ``S2,S1`` name pairs as in BigEarthNet-MM; an S1 reader given S2 names matches them
       through each S1 JSON's ``corresponding_s2_patch``. ``patches_with_seasonal_snow.csv`` and
@@ -614,6 +620,7 @@ class BigEarthNet(Dataset):
                 f"(expected <patch>/<patch>_{ref}.tif and <patch>/<patch>{_LABELS_SUFFIX})"
             )
         names = sorted(found)
+        self._check_patch_folder(found[names[0]], data_dir)
         self._s2_to_s1: dict[str, str] | None = None
         if self.split is not None:
             csv_path = self._find_csv(
@@ -640,6 +647,25 @@ class BigEarthNet(Dataset):
                     drop.update(n for n in self._csv_names(path, found) if n in found)
             names = [n for n in names if n not in drop]
         return [_Patch(n, found[n]) for n in names]
+
+    def _check_patch_folder(self, folder: Path, data_dir: Path) -> None:
+        """Refuse now, not at the first sample, a root whose folders are not patches."""
+        ref = _REFERENCE_BAND[self.sensor]
+        name = folder.name
+        if (folder / f"{name}_{ref}.tif").is_file() or (
+            folder / f"{name}{_LABELS_SUFFIX}"
+        ).is_file():
+            return
+        hint = (
+            "; it holds metadata.parquet: use version=2"
+            if (self.root / "metadata.parquet").is_file()
+            else ""
+        )
+        raise DataLayoutError(
+            f"{folder} is not a BigEarthNet {self.sensor} patch folder (no {name}_{ref}.tif or "
+            f"{name}{_LABELS_SUFFIX}); expected patch folders in {data_dir}, or in its "
+            f"{' or '.join(d + '/' for d in _V1_DIRS[self.sensor])} subfolder{hint}"
+        )
 
     def _find_csv(self, filenames: Sequence[str], data_dir: Path) -> Path | None:
         for folder in dict.fromkeys((self.root, data_dir)):
