@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/thinkingearth demo --out demo-out
+	$(VENV)/bin/thinkingearth demo --out demo-out --overwrite
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
