@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from thinkingearth import stopping
+
 __all__ = ["LINE_EVERY_S", "CountProgress", "format_seconds"]
 
 
@@ -109,7 +111,12 @@ class CountProgress:
         return self.prefix + " · ".join(parts)
 
     def update(self, done: int) -> None:
-        """Say that ``done`` units are finished (a count so far, not an increment)."""
+        """Say that ``done`` units are finished (a count so far, not an increment).
+
+        Also a place where a loop stops after a SIGTERM a finaliser swallowed
+        (:func:`thinkingearth.stopping.check`).
+        """
+        stopping.check()
         done = min(max(int(done), self.done), self.total)
         if self._bar is not None:
             self._bar.update(done - self.done)

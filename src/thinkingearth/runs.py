@@ -250,6 +250,21 @@ class StepCheckpoint(Callback):
         if due and step != self._last_saved:
             self._save(trainer)
 
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
+    ) -> None:
+        """Save the step that SIGTERM interrupted if :meth:`on_train_batch_end` did not.
+
+        Lightning raises its ``SIGTERMException`` at the end of a step; a signal that arrives
+        after this callback's ``on_train_batch_end`` but before that check would otherwise end
+        the run with its last step unsaved (``--resume`` would redo it from an older one).
+        """
+        if not isinstance(exception, SIGTERMException) and not _stopping(trainer):
+            return
+        step = int(trainer.global_step)
+        if step > 0 and step != self._last_saved:
+            self._save(trainer)
+
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Save the final state unless it was just saved."""
         if int(trainer.global_step) != self._last_saved and trainer.global_step > 0:

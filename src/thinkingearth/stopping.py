@@ -12,6 +12,12 @@ Inside :func:`deferred` (a training loop: ``runs.stop_on_sigterm``), the first S
 records the request (:func:`stop_requested`); the loop finishes its current step, saves a
 checkpoint of it and then raises :class:`Terminated`, so ``--resume`` continues from exactly
 there. A second SIGTERM raises at once.
+
+A signal handler's exception is raised wherever the main thread happens to be, which may be a
+finaliser (``__del__`` run by the garbage collector) whose exceptions Python prints and ignores.
+There the handler only records the signal (raising would print a traceback and be lost), and
+long loops call :func:`check` between units of work (bench runs, progress updates), which
+raises it at the next safe point.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from types import FrameType
 __all__ = [
     "EXIT_TERMINATED",
     "Terminated",
+    "check",
     "clear_stop",
     "deferred",
     "request_stop",
@@ -46,6 +53,7 @@ class Terminated(BaseException):
 
 
 _requested = False
+_signalled = False  # SIGTERM raised Terminated (which a finaliser may have swallowed)
 _defer_depth = 0
 
 
@@ -62,8 +70,19 @@ def request_stop() -> None:
 
 def clear_stop() -> None:
     """Forget a stop request (it has been acted on)."""
-    global _requested
+    global _requested, _signalled
     _requested = False
+    _signalled = False
+
+
+def check() -> None:
+    """Raise :class:`Terminated` if SIGTERM arrived outside a training loop's :func:`deferred`.
+
+    Normally the handler's own exception has already stopped the command; this catches the case
+    where it was raised inside a finaliser and ignored.
+    """
+    if _signalled:
+        raise Terminated("stopped by SIGTERM; temporary outputs were removed")
 
 
 @contextlib.contextmanager
@@ -87,7 +106,20 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
             b"saved (send it again to stop at once)\n",
         )
         return
+    global _signalled
+    _signalled = True
+    if _in_finaliser(frame):
+        return  # raising here would be printed as "Exception ignored" and lost: check() raises
     raise Terminated("stopped by SIGTERM; temporary outputs were removed")
+
+
+def _in_finaliser(frame: FrameType | None) -> bool:
+    """Whether the interrupted code runs inside a ``__del__`` (exceptions there are ignored)."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
 
 
 @contextlib.contextmanager

@@ -45,6 +45,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
+from thinkingearth import stopping
 from thinkingearth.bench.meters import PeakMemory, count_parameters, inference_throughput
 from thinkingearth.bench.models import ModelSpec, build_network, resolve_models
 from thinkingearth.bench.suites import Split, Suite, TaskSpec, get_suite
@@ -608,6 +609,7 @@ def _run_bench(
                 rows.append(row)
                 ran += 1
                 write_results(results, rows)
+                stopping.check()  # a SIGTERM that a finaliser swallowed during the run
                 if row["status"] == "failed":
                     failed.append(row)
                 shown = (
