@@ -24,7 +24,7 @@ import contextlib
 import csv
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ __all__ = [
     "StepCheckpoint",
     "StepSeed",
     "StopOnSignal",
+    "check_same_config",
     "checkpoint_path",
     "list_checkpoints",
     "read_checkpoint_file",
@@ -152,6 +153,47 @@ def truncate_metrics(path: str | Path, before_step: int) -> None:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def _flatten(data: Mapping[str, Any], opaque: Collection[str], prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": value}`` for nested sections; the ``opaque`` keys' mappings stay whole."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and key not in opaque:
+            out.update(_flatten(value, opaque, full + "."))
+        else:
+            out[full] = value
+    return out
+
+
+def check_same_config(
+    saved: Mapping[str, Any],
+    new: Mapping[str, Any],
+    *,
+    resumable: Collection[str],
+    opaque: Collection[str],
+    where: str,
+) -> None:
+    """Refuse ``--resume`` with a config that differs from the run's own, but in ``resumable`` keys.
+
+    Args:
+        saved: The config the run started with (its ``to_dict()``, as saved).
+        new: The config given now.
+        resumable: Dotted keys that may change on resume (e.g. ``trainer.max_steps``).
+        opaque: Keys whose mapping values compare whole (free-form options, model overrides).
+        where: Where the saved config is, for the message.
+
+    Raises:
+        UserInputError: Naming the first key that differs, its old and new values.
+    """
+    old, now = _flatten(saved, opaque), _flatten(new, opaque)
+    for key in sorted(set(old) | set(now)):
+        if key not in resumable and old.get(key) != now.get(key):
+            raise UserInputError(
+                f"--resume with a different config: {key} was {old.get(key)!r}, is "
+                f"{now.get(key)!r} now; resume with the run's own config ({where})"
+            )
 
 
 def _stopping(trainer: Trainer) -> bool:

@@ -126,3 +126,13 @@ def test_pairs_from_shards_and_errors(tiny, tmp_path: Path) -> None:
     assert "\n" not in str(exc.value)
     with pytest.raises(UserInputError, match=r"data\.root is missing: source shards"):
         tiny(data={"source": "shards"})
+
+
+def test_too_few_shards_for_the_workers_is_one_line_from_the_main_process(tiny, shards) -> None:
+    # 4 shards per sensor group cannot give each of 5 data-loader workers one: said before any
+    # worker starts (inside one, the line would come wrapped in the worker's traceback)
+    config = _from_shards(tiny, shards, trainer={"max_steps": 2}, num_workers=5)
+    module = PretrainDataModule(config, Normaliser())
+    module.build()
+    with pytest.raises(UserInputError, match=r"4 shards .* cannot feed 1 processes x 5 workers"):
+        next(iter(module.train_dataloader()))

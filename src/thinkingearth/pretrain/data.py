@@ -319,16 +319,23 @@ class ShardLoader:
         start = self.sampler.start
         before = self.sampler.group_counts(start)
         batch = self.sampler.batch_size
+        streams = [
+            self.make_stream(group, before[g] * batch) for g, group in enumerate(self.groups)
+        ]
+        for stream in streams:
+            # here, in the main process: raised inside a DataLoader worker, the one-line error
+            # would arrive wrapped in the worker's traceback
+            stream.check_readers(self.num_workers)
         loaders = [
             iter(
                 DataLoader(
-                    self.make_stream(group, before[g] * batch),
+                    stream,
                     batch_size=batch,
                     collate_fn=self.collate_fn,
                     num_workers=self.num_workers,
                 )
             )
-            for g, group in enumerate(self.groups)
+            for stream in streams
         ]
         for step in range(start, self.sampler.total_steps):
             g, _ = self.sampler.global_batch(step)

@@ -413,29 +413,20 @@ def _best_callback(best: _BestWeights, log: Callable[[str], None]) -> Any:
 # ----------------------------------------------------------------------------------------------
 
 
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        full = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value and key not in ("overrides", "options"):
-            out.update(_flatten(value, full + "."))
-        else:
-            out[full] = value
-    return out
-
-
 def _check_same_config(out: Path, config: FinetuneConfig) -> None:
     saved_path = out / "config.yaml"
     if not saved_path.is_file():
         return
     saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
-    old, new = _flatten(saved), _flatten(config.to_dict())
-    for key in sorted(set(old) | set(new)):
-        if key not in RESUMABLE_CHANGES and old.get(key) != new.get(key):
-            raise UserInputError(
-                f"--resume with a different config: {key} was {old.get(key)!r}, is "
-                f"{new.get(key)!r} now; resume with the run's own config ({saved_path})"
-            )
+    from thinkingearth.runs import check_same_config  # runs imports Lightning: lazily
+
+    check_same_config(
+        saved,
+        config.to_dict(),
+        resumable=RESUMABLE_CHANGES,
+        opaque=("overrides", "options"),
+        where=str(saved_path),
+    )
 
 
 def resolve_config(
