@@ -10,6 +10,11 @@ lives in its format module under :mod:`thinkingearth.data.formats`:
 * :class:`EuroSATMS` (:mod:`~thinkingearth.data.formats.eurosat`): EuroSAT multispectral;
 * :class:`CopernicusBench` (:mod:`~thinkingearth.data.formats.copernicusbench`): the
   Copernicus-Bench tasks via torchgeo;
+* :class:`BigEarthNetTxt` (:mod:`~thinkingearth.data.formats.bigearthnet_txt`): BigEarthNet.txt
+  captions, question-answer pairs and referring expressions on BigEarthNet v2 patches;
+* :class:`GAIA` (:mod:`~thinkingearth.data.formats.gaia`): GAIA image-caption records and shards;
+* :class:`RSVQALR`, :class:`RSVQAxBEN` (:mod:`~thinkingearth.data.formats.rsvqa`): remote
+  sensing visual question answering;
 * :class:`SyntheticCopernicus` (:mod:`~thinkingearth.data.synthetic`): the synthetic world.
 """
 
@@ -19,17 +24,24 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from thinkingearth.data.formats.bigearthnet import BigEarthNet
+    from thinkingearth.data.formats.bigearthnet_txt import BigEarthNetTxt
     from thinkingearth.data.formats.copernicusbench import CopernicusBench
     from thinkingearth.data.formats.eurosat import EuroSATMS
+    from thinkingearth.data.formats.gaia import GAIA
     from thinkingearth.data.formats.kurosiwo import KuroSiwo
+    from thinkingearth.data.formats.rsvqa import RSVQALR, RSVQAxBEN
     from thinkingearth.data.formats.sen1floods11 import Sen1Floods11
     from thinkingearth.data.synthetic import SyntheticCopernicus
 
 __all__ = [
+    "GAIA",
+    "RSVQALR",
     "BigEarthNet",
+    "BigEarthNetTxt",
     "CopernicusBench",
     "EuroSATMS",
     "KuroSiwo",
+    "RSVQAxBEN",
     "Sen1Floods11",
     "SyntheticCopernicus",
 ]
@@ -43,6 +55,10 @@ _LAZY: dict[str, str] = {
     "EuroSATMS": "thinkingearth.data.formats.eurosat",
     "CopernicusBench": "thinkingearth.data.formats.copernicusbench",
     "SyntheticCopernicus": "thinkingearth.data.synthetic",
+    "BigEarthNetTxt": "thinkingearth.data.formats.bigearthnet_txt",
+    "GAIA": "thinkingearth.data.formats.gaia",
+    "RSVQALR": "thinkingearth.data.formats.rsvqa",
+    "RSVQAxBEN": "thinkingearth.data.formats.rsvqa",
 }
 
 

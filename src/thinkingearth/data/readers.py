@@ -19,7 +19,16 @@ Readers and their options:
   ``bands``;
 * ``eurosat-ms``: :class:`~thinkingearth.data.formats.eurosat.EuroSATMS`; ``bands``;
 * ``copernicus-bench``: :class:`~thinkingearth.data.formats.copernicusbench.CopernicusBench`;
-  ``task`` (required, e.g. ``eurosat_s2``), ``bands``, ``mode``.
+  ``task`` (required, e.g. ``eurosat_s2``), ``bands``, ``mode``;
+* ``bigearthnet-txt``: :class:`~thinkingearth.data.formats.bigearthnet_txt.BigEarthNetTxt`
+  (captions, question-answer pairs and referring expressions of BigEarthNet v2 patches; splits
+  ``train``, ``val``, ``test``, ``bench``); ``types``, ``sensor``, ``bands``, ``images_root``,
+  ``text_file``, ``missing``;
+* ``gaia``: :class:`~thinkingearth.data.formats.gaia.GAIA` (five captions per image);
+  ``rgb`` (required: what the 8-bit renderings show, ``true-colour``), ``caption_index``,
+  ``seed``, ``unmapped``;
+* ``rsvqa-lr``: :class:`~thinkingearth.data.formats.rsvqa.RSVQALR`; ``sensor``;
+* ``rsvqaxben``: :class:`~thinkingearth.data.formats.rsvqa.RSVQAxBEN`; ``sensor``.
 """
 
 from __future__ import annotations
@@ -35,7 +44,16 @@ from thinkingearth.errors import UserInputError
 __all__ = ["READERS", "ReaderName", "bigearthnet_version", "open_split", "reader_options"]
 
 ReaderName = Literal[
-    "synthetic", "kurosiwo", "sen1floods11", "bigearthnet", "eurosat-ms", "copernicus-bench"
+    "synthetic",
+    "kurosiwo",
+    "sen1floods11",
+    "bigearthnet",
+    "eurosat-ms",
+    "copernicus-bench",
+    "bigearthnet-txt",
+    "gaia",
+    "rsvqa-lr",
+    "rsvqaxben",
 ]
 READERS: tuple[str, ...] = get_args(ReaderName)
 
@@ -46,6 +64,12 @@ _OPTIONS: Mapping[str, frozenset[str]] = {
     "bigearthnet": frozenset({"version", "sensor", "num_classes", "bands"}),
     "eurosat-ms": frozenset({"bands"}),
     "copernicus-bench": frozenset({"task", "bands", "mode"}),
+    "bigearthnet-txt": frozenset(
+        {"types", "sensor", "bands", "images_root", "text_file", "missing"}
+    ),
+    "gaia": frozenset({"rgb", "caption_index", "seed", "unmapped"}),
+    "rsvqa-lr": frozenset({"sensor"}),
+    "rsvqaxben": frozenset({"sensor"}),
 }
 
 
@@ -86,7 +110,7 @@ def open_split(
         reader: One of :data:`READERS`.
         root: The data set's root folder (not used by ``synthetic``).
         split: The reader's split name (``train``, ``val``, ``test``; Sen1Floods11 also
-            ``bolivia``).
+            ``bolivia``, BigEarthNet.txt also ``bench``).
         options: Reader options (see the module table).
 
     Returns:
@@ -131,6 +155,19 @@ def open_split(
         from thinkingearth.data.formats.eurosat import EuroSATMS
 
         return EuroSATMS(path, split=split, **options)  # type: ignore[arg-type]
+    if reader == "bigearthnet-txt":
+        from thinkingearth.data.formats.bigearthnet_txt import BigEarthNetTxt
+
+        return BigEarthNetTxt(path, split=split, **options)  # type: ignore[arg-type]
+    if reader == "gaia":
+        from thinkingearth.data.formats.gaia import GAIA
+
+        return GAIA(path, split=split, **options)  # type: ignore[arg-type]
+    if reader in ("rsvqa-lr", "rsvqaxben"):
+        from thinkingearth.data.formats.rsvqa import RSVQALR, RSVQAxBEN
+
+        cls = RSVQALR if reader == "rsvqa-lr" else RSVQAxBEN
+        return cls(path, split=split, **options)  # type: ignore[arg-type]
     from thinkingearth.data.formats.copernicusbench import CopernicusBench
 
     name = options.pop("task", None)
