@@ -73,6 +73,11 @@ def test_unknown_key_is_named(tmp_path: Path) -> None:
         load_finetune_config(str(path))
 
 
+def test_a_text_reader_is_not_finetuning_data() -> None:
+    with pytest.raises(UserInputError, match=r"data\.reader gaia gives text, not task labels"):
+        load_finetune_config("synthetic-landcover", {"data": {"reader": "gaia", "options": {}}})
+
+
 def test_baseline_with_a_frozen_protocol_is_refused() -> None:
     with pytest.raises(UserInputError, match="protocol must be finetune"):
         load_finetune_config(

@@ -41,7 +41,14 @@ from torch.utils.data import Dataset
 
 from thinkingearth.errors import UserInputError
 
-__all__ = ["READERS", "ReaderName", "bigearthnet_version", "open_split", "reader_options"]
+__all__ = [
+    "LABELLED_READERS",
+    "READERS",
+    "ReaderName",
+    "bigearthnet_version",
+    "open_split",
+    "reader_options",
+]
 
 ReaderName = Literal[
     "synthetic",
@@ -56,6 +63,16 @@ ReaderName = Literal[
     "rsvqaxben",
 ]
 READERS: tuple[str, ...] = get_args(ReaderName)
+#: The readers whose Samples carry task labels (``mask``, ``label`` or ``target``) once per image;
+#: the vision-language ones give text per annotation and serve ``embed`` and captions instead.
+LABELLED_READERS: tuple[str, ...] = (
+    "synthetic",
+    "kurosiwo",
+    "sen1floods11",
+    "bigearthnet",
+    "eurosat-ms",
+    "copernicus-bench",
+)
 
 _OPTIONS: Mapping[str, frozenset[str]] = {
     "synthetic": frozenset({"task", "sensor", "n", "size", "seed", "bands", "cloud_cover"}),

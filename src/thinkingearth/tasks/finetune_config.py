@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from thinkingearth.configfile import build, merge, plain, read_config, shipped_configs
-from thinkingearth.data.readers import ReaderName, reader_options
+from thinkingearth.data.readers import LABELLED_READERS, ReaderName, reader_options
 from thinkingearth.errors import UserInputError
 from thinkingearth.models.baselines import BASELINES, TaskKind
 from thinkingearth.tasks.protocols import Protocol
@@ -263,6 +263,11 @@ class FinetuneConfig:
         if not t.name or not all(c.isalnum() or c in "-_" for c in t.name):
             raise UserInputError(f"task.name {t.name!r}: expected letters, digits, '-' and '_'")
         reader_options(d.reader)  # unknown reader: one line listing them
+        if d.reader not in LABELLED_READERS:
+            raise UserInputError(
+                f"data.reader {d.reader} gives text, not task labels; finetune reads one of: "
+                f"{', '.join(LABELLED_READERS)}"
+            )
         unknown = sorted(set(d.options) - reader_options(d.reader))
         if unknown:
             raise UserInputError(
