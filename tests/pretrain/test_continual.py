@@ -340,6 +340,20 @@ def test_published_names_validate_from_the_registry_alone(offline):
     assert config_from_dict(_config(None)).encoder.name == "thinkingearth_vit_tiny"
 
 
+def test_a_distillation_teacher_is_named_like_an_init(offline):
+    # The registry validates the name (nothing fetched now); load() fetches it when the run starts
+    named = config_from_dict(_config(None, distill={"teacher": {"checkpoint": "dofa_base"}}))
+    assert named.distill is not None and named.distill.teacher is not None
+    assert named.distill.teacher.checkpoint == "dofa_base"
+    with pytest.raises(UserInputError) as error:
+        config_from_dict(_config(None, distill={"teacher": {"checkpoint": "dofa_bse"}}))
+    assert re.match(
+        r"distill\.teacher\.checkpoint: checkpoint dofa_bse does not exist and is not a published "
+        r"weights name; .*dofa_base",
+        _one_line(error),
+    )
+
+
 @pytest.mark.parametrize(
     ("encoder", "message"),
     [

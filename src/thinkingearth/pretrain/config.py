@@ -58,6 +58,8 @@ __all__ = [
     "merge",
 ]
 
+#: The built-in recipes; plugin recipes (``thinkingearth.recipes`` entry points, e.g. the
+#: vision-language ``image_text``) add names (:mod:`thinkingearth.pretrain.plugins`).
 Recipe = Literal["mae", "softcon", "supcon", "simclr", "cross_sensor", "distill"]
 ContrastTargets = Literal["auto", "softcon", "supcon", "simclr"]
 DataSource = Literal[
@@ -450,7 +452,8 @@ class PretrainConfig:
         recipe: ``mae``; ``softcon``, ``supcon`` or ``simclr`` (contrastive on two augmented
             views); ``cross_sensor`` (co-registered ``data.pair`` samples are positives);
             ``distill`` (feature distillation only). ``mae`` with a ``distill`` section
-            combines both, as in Copernicus-FM.
+            combines both, as in Copernicus-FM. Or a plugin recipe (an entry point of group
+            ``thinkingearth.recipes``: ``image_text`` of :mod:`thinkingearth.vl`).
         seed: Seed of the initialisation, the data order, augmentations and masks.
         encoder: The encoder (see :class:`EncoderSpec`).
         data: The training data.
@@ -460,10 +463,12 @@ class PretrainConfig:
         distill: Distillation settings (recipe ``distill``, or with ``mae``).
         optim: Optimiser and schedule.
         trainer: Trainer settings.
+        vl: Settings of a plugin recipe that reads the ``vl`` section (vision-language:
+            ``image_text``), checked and filled in by that recipe; ``None`` for the others.
     """
 
     name: str = "custom"
-    recipe: Recipe = "mae"
+    recipe: str = "mae"
     seed: int = 0
     encoder: EncoderSpec = field(default_factory=EncoderSpec)
     data: DataConfig = field(default_factory=DataConfig)
@@ -473,6 +478,7 @@ class PretrainConfig:
     distill: DistillConfig | None = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    vl: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------------------------------
 
@@ -487,14 +493,24 @@ class PretrainConfig:
         return "simclr"
 
     @property
+    def paired(self) -> bool:
+        """Whether the recipe reads co-registered ``data.pair`` samples (``cross_sensor``, or a
+        plugin recipe declared ``paired``, e.g. ``modality_gap``)."""
+        if self.recipe == "cross_sensor":
+            return True
+        from thinkingearth.pretrain.plugins import get_recipe, is_plugin
+
+        return is_plugin(self.recipe) and get_recipe(self.recipe).paired
+
+    @property
     def crop_size(self) -> int:
         """Output size of the augmented images."""
         return self.augment.crop_size or self.data.size
 
     @property
     def sensors(self) -> tuple[str, ...]:
-        """Canonical names of the sensors the run reads (``pair`` for ``cross_sensor``)."""
-        if self.recipe == "cross_sensor":
+        """Canonical names of the sensors the run reads (``pair`` for paired recipes)."""
+        if self.paired:
             assert self.data.pair is not None
             return tuple(get_sensor(s).name for s in self.data.pair)
         return tuple(get_sensor(s.sensor).name for s in self.data.sensors)
@@ -519,6 +535,13 @@ class PretrainConfig:
             UnknownSensorError: A sensor the registry does not know.
             UnknownBandError: A band the sensor does not have.
         """
+        from thinkingearth.pretrain.plugins import get_recipe, is_plugin
+
+        plugin = get_recipe(self.recipe) if is_plugin(self.recipe) else None  # unknown: named
+        if self.vl is not None and (plugin is None or plugin.section != "vl"):
+            raise UserInputError(
+                f"the vl section is only read by the vision-language recipes, not {self.recipe}"
+            )
         if self.seed < 0:
             raise UserInputError(f"seed must be >= 0, got {self.seed}")
         d, a, t = self.data, self.augment, self.trainer
@@ -541,10 +564,10 @@ class PretrainConfig:
                 _positive(f"data.sensors[{i}].n", source.n)
             self._validate_entry(i, source, sensor.name)
         self._validate_source()
-        if self.recipe == "cross_sensor":
+        if self.paired:
             if d.pair is None or len(d.pair) != 2:
                 raise UserInputError(
-                    "recipe cross_sensor needs data.pair: two sensors, e.g. "
+                    f"recipe {self.recipe} needs data.pair: two sensors, e.g. "
                     "[sentinel-1-grd, sentinel-2-l2a]"
                 )
             names = [get_sensor(s).name for s in d.pair]
@@ -562,7 +585,8 @@ class PretrainConfig:
             self._validate_pair(names)
         elif d.pair is not None:
             raise UserInputError(
-                f"data.pair is only used by recipe cross_sensor, not {self.recipe}"
+                f"data.pair is only used by recipes that read pairs (cross_sensor, "
+                f"modality_gap), not {self.recipe}"
             )
         labelled = self.recipe in ("softcon", "supcon") or (
             self.recipe == "cross_sensor" and self.contrast_targets in ("softcon", "supcon")
@@ -643,6 +667,10 @@ class PretrainConfig:
                 f"augment.crop_size ({self.crop_size}) is larger than data.size ({d.size})"
             )
         self._check_variables()
+        if plugin is not None and plugin.validate is not None:
+            resolved = plugin.validate(self)  # the recipe's own checks, its section filled in
+            if plugin.section is not None and resolved is not None:
+                object.__setattr__(self, plugin.section, plain(dict(resolved)))
         return self
 
     def _validate_entry(self, i: int, entry: SensorSource, sensor: str) -> None:
@@ -751,9 +779,15 @@ class PretrainConfig:
                     f"distill.teacher.factory {teacher.factory!r}: expected 'package.module:callable'"
                 )
             if teacher.checkpoint is not None and not Path(teacher.checkpoint).is_file():
-                raise UserInputError(
-                    f"distill.teacher.checkpoint {teacher.checkpoint} does not exist"
-                )
+                from thinkingearth.models import published  # lazy: imports torch
+
+                if teacher.factory is not None:  # a state dict for the factory's module
+                    raise UserInputError(
+                        f"distill.teacher.checkpoint {teacher.checkpoint} does not exist"
+                    )
+                if teacher.checkpoint not in published.WEIGHTS:  # load() takes a weights name
+                    message = str(published.unknown_name_error(teacher.checkpoint))
+                    raise UserInputError(f"distill.teacher.checkpoint: {message}")
         if distill.sensors is not None:
             for name in distill.sensors:
                 get_sensor(name)

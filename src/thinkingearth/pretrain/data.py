@@ -359,7 +359,7 @@ class ShardLoader:
 
 
 def _shard_groups(config: PretrainConfig, groups: Sequence[Mapping[str, Any]]) -> list[int]:
-    """The shard groups the run reads: one per sensor, or the pair's (``cross_sensor``)."""
+    """The shard groups the run reads: one per sensor, or the pair's (paired recipes)."""
     root = config.data.root
 
     def describe(group: Mapping[str, Any]) -> str:
@@ -369,7 +369,7 @@ def _shard_groups(config: PretrainConfig, groups: Sequence[Mapping[str, Any]]) -
         return f"{group['sensor']} ({', '.join(group['bands'])})"
 
     found = ", ".join(describe(g) for g in groups)
-    if config.recipe == "cross_sensor":
+    if config.paired:
         assert config.data.pair is not None
         wanted = [get_sensor(s).name for s in config.data.pair]
         for g, group in enumerate(groups):
@@ -531,7 +531,7 @@ class PretrainDataModule(L.LightningDataModule):
             self._build_shards()
         elif source != "synthetic":
             self._build_source()
-        elif config.recipe == "cross_sensor":
+        elif config.paired:
             n = min(int(config.source_for(s).n or 0) for s in config.sensors)
             a, b = (self._synthetic(s, n) for s in config.sensors)
             self.datasets = {a.sensor: a, b.sensor: b}
@@ -551,7 +551,7 @@ class PretrainDataModule(L.LightningDataModule):
         from thinkingearth.pretrain.sources import open_pair, open_sensor
 
         config = self.config
-        if config.recipe == "cross_sensor":
+        if config.paired:
             pairs = open_pair(config)
             self.notes = list(dict.fromkeys([*pairs.a.notes, *pairs.b.notes]))
             self.datasets = {pairs.a.sensor: pairs.part("a"), pairs.b.sensor: pairs.part("b")}
@@ -586,7 +586,7 @@ class PretrainDataModule(L.LightningDataModule):
             f"shards {config.data.root}: {len(index.shards)} shard(s), {index.total} samples; "
             f"reading {'; '.join(described)}"
         ]
-        if config.recipe == "cross_sensor":
+        if config.paired:
             for key, sensor in zip(("a", "b"), config.sensors, strict=True):
                 part = self.datasets[sensor]
                 self.datasets[sensor] = _PairSide(part, key)
@@ -634,7 +634,7 @@ class PretrainDataModule(L.LightningDataModule):
             start=self._position(),
         )
         workers = self.config.data.num_workers
-        collate_fn = collate_pairs if self.config.recipe == "cross_sensor" else collate
+        collate_fn = collate_pairs if self.config.paired else collate
         if self.config.data.source == "shards":
             config = self.config
             return ShardLoader(

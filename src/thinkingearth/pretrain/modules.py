@@ -756,7 +756,13 @@ def build_module(
     teacher: Teacher | None = None,
     encoder: Encoder | None = None,
 ) -> PretrainModule:
-    """The LightningModule of ``config.recipe``."""
+    """The LightningModule of ``config.recipe`` (a plugin recipe's from its entry point)."""
+    from thinkingearth.pretrain.plugins import get_recipe, is_plugin
+
+    if is_plugin(config.recipe):
+        if teacher is not None:
+            raise UserInputError(f"recipe {config.recipe} takes no distillation teacher")
+        return get_recipe(config.recipe).build_module(config, normaliser, encoder)
     if config.recipe == "mae":
         return MAEPretrain(config, normaliser, encoder, teacher)
     if config.recipe in ("softcon", "supcon", "simclr"):

@@ -10,6 +10,8 @@ Output folder ``OUT``::
     OUT/encoder.safetensors      the pretrained encoder (with OUT/encoder.json), loadable with
                                  thinkingearth.models.load
     OUT/summary.json             steps, time, final loss
+    OUT/...                      what a plugin recipe adds (``image_text``: vl_model.safetensors
+                                 + vl_model.json, see :mod:`thinkingearth.pretrain.plugins`)
 
 ``--resume`` continues from the latest checkpoint with the optimiser, scheduler, step counter and
 data-order position restored; an ``OUT`` that holds a run is refused without ``--resume`` (or
@@ -87,6 +89,15 @@ RUN_OUTPUTS: tuple[str, ...] = (
 )
 
 
+def _run_outputs(config: PretrainConfig) -> tuple[str, ...]:
+    """:data:`RUN_OUTPUTS` plus the files a plugin recipe writes."""
+    from thinkingearth.pretrain.plugins import get_recipe, is_plugin
+
+    if not is_plugin(config.recipe):
+        return RUN_OUTPUTS
+    return (*RUN_OUTPUTS, *get_recipe(config.recipe).outputs)
+
+
 @dataclass(frozen=True)
 class PretrainResult:
     """What a run produced.
@@ -115,27 +126,16 @@ def _rank() -> int:
     return 0
 
 
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        full = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value and key not in ("overrides", "kwargs"):
-            out.update(_flatten(value, full + "."))
-        else:
-            out[full] = value
-    return out
-
-
 def _check_same_config(saved: Mapping[str, Any], config: PretrainConfig, path: Path) -> None:
-    old, new = _flatten(saved), _flatten(config.to_dict())
-    for key in sorted(set(old) | set(new)):
-        if key in RESUMABLE_CHANGES:
-            continue
-        if old.get(key) != new.get(key):
-            raise UserInputError(
-                f"--resume with a different config: {key} was {old.get(key)!r} in {path.name}, is "
-                f"{new.get(key)!r} now; resume with the run's own config (OUT/config.yaml)"
-            )
+    from thinkingearth.runs import check_same_config  # runs imports Lightning: lazily
+
+    check_same_config(
+        saved,
+        config.to_dict(),
+        resumable=RESUMABLE_CHANGES,
+        opaque=("overrides", "kwargs"),
+        where=f"{path.name}; the run's own config is OUT/config.yaml",
+    )
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -155,6 +155,16 @@ def _export_encoder(encoder: Any, out: Path) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out / "encoder.safetensors"
+
+
+def _export_plugin(config: PretrainConfig, module: Any, out: Path) -> dict[str, Path]:
+    """What a plugin recipe writes after training (rank 0), by name."""
+    from thinkingearth.pretrain.plugins import get_recipe, is_plugin
+
+    if not is_plugin(config.recipe):
+        return {}
+    export = get_recipe(config.recipe).export
+    return dict(export(module, out)) if export is not None else {}
 
 
 def _strategy(config: PretrainConfig) -> Any:
@@ -315,7 +325,7 @@ def run_pretrain(
 
     if _rank() == 0:
         if overwrite:
-            for path in remove_outputs(out, RUN_OUTPUTS):
+            for path in remove_outputs(out, _run_outputs(config)):
                 say(f"[pretrain] --overwrite: deleted {path}")
         out.mkdir(parents=True, exist_ok=True)
         _write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
@@ -375,6 +385,7 @@ def run_pretrain(
     encoder_path: Path | None = None
     if trainer.is_global_zero:
         encoder_path = _export_encoder(module.encoder, out)
+        extra = _export_plugin(config, module, out)
         summary = {
             "config": config.name,
             "recipe": config.recipe,
@@ -383,6 +394,7 @@ def run_pretrain(
             "final_loss": final_loss,
             "resumed_from": resumed_from,
             "encoder": encoder_path.name,
+            **{key: path.name for key, path in extra.items()},
         }
         data_summary = datamodule.summary()  # real sources: notes and no-data windows skipped
         if data_summary:
@@ -392,6 +404,8 @@ def run_pretrain(
                 say(f"[pretrain] skipped {skipped} window(s) with no valid pixel (no data)")
         _write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
         say(f"[pretrain] {steps} steps in {seconds:.1f} s; encoder: {encoder_path}")
+        for key, path in extra.items():
+            say(f"[pretrain] {key}: {path}")
     return PretrainResult(
         out=out,
         encoder=encoder_path,
