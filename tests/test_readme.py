@@ -24,18 +24,26 @@ PLACEHOLDERS = {"DIR": "out-dir", "OUTDIR": "maps", "N": "2", "S": "0", "PX": "9
 SCENES = "scenes"  # what FOLDER becomes: made by synth --format native before the command
 #: Commands that take minutes (the full demo, 300 fine-tuning steps, a 3-seed benchmark).
 SLOW = ("demo", "finetune", "bench")
+#: Commands that use what earlier lines of their block made (a model, a world, an index).
+IN_ORDER = ("embed", "search", "zeroshot")
 _PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]*(?:,[A-Z.]+)*(?:,\.\.\.)?$")
 
 
-def _lines() -> list[str]:
-    """Command lines of the ```bash blocks (continuations joined, comments dropped)."""
+def _blocks() -> list[list[str]]:
+    """Command lines of each ```bash block (continuations joined, comments dropped)."""
     blocks = re.findall(r"```bash\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
-    lines = []
-    for block in blocks:
-        for line in block.replace("\\\n", " ").splitlines():
-            if line.strip() and not line.lstrip().startswith("#"):
-                lines.append(line.strip())
-    return lines
+    return [
+        [
+            line.strip()
+            for line in block.replace("\\\n", " ").splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+        for block in blocks
+    ]
+
+
+def _lines() -> list[str]:
+    return [line for block in _blocks() for line in block]
 
 
 def _skip_reason(tokens: list[str]) -> str | None:
@@ -48,6 +56,8 @@ def _skip_reason(tokens: list[str]) -> str | None:
             return f"needs real data ({token})"
         if re.fullmatch(r"[A-Z][A-Z0-9]*\.tif", token):
             return f"needs an image of the reader's own ({token})"
+    if tokens[1] in IN_ORDER:
+        return "needs the model and world of the lines before it: run in order by test_vl_block"
     return None
 
 
@@ -143,8 +153,36 @@ def test_readme_command_runs_as_written(argv: list[str], tmp_path: Path) -> None
 def test_the_scenes_example_names_the_files_synth_writes(tmp_path: Path) -> None:
     from thinkingearth.data.export import export_world
 
-    (argv,) = [p.values[0] for p in RUN if "--scenes" in p.values[0]]  # type: ignore[attr-defined]
+    (argv,) = [
+        p.values[0]  # type: ignore[attr-defined]
+        for p in RUN
+        if "--scenes" in p.values[0] and p.values[0][1] == "predict"  # type: ignore[attr-defined]
+    ]
     scene = export_world(tmp_path / SCENES, "native", n=1, size=96) / "scene_00000"
     names = {p.name for p in scene.iterdir()}
     given = [argv[argv.index(flag) + 1] for flag in ("--pre", "--post") if flag in argv]
     assert given and set(given) <= names, f"{given} not among {sorted(names)}"
+
+
+@pytest.mark.slow
+def test_vl_block_runs_in_order(tmp_path: Path) -> None:
+    """The vision-language block: pretrain (2 steps), synth, embed, search, zeroshot, in order."""
+    (block,) = [b for b in _blocks() if any(" embed " in f" {line} " for line in b)][:1]
+    ran = []
+    for line in block:
+        tokens = shlex.split(line, comments=True)
+        assert not any(t.startswith("/data/") for t in tokens), line
+        argv = _expand(tokens)[0]
+        done = subprocess.run(
+            [*_thinkingearth(), *argv[1:]],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert done.returncode == 0, f"{shlex.join(argv)}\n{done.stderr[-3000:]}"
+        assert "Traceback" not in done.stderr
+        ran.append(argv[1])
+    assert ran == ["pretrain", "synth", "embed", "search", "zeroshot"]
+    assert (tmp_path / "runs" / "tiny-vl" / "vl_model.safetensors").is_file()
+    assert (tmp_path / "floods.html").is_file() and (tmp_path / "zeroshot.tif").is_file()

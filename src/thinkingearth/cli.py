@@ -836,6 +836,397 @@ def predict(
     typer.echo(f"wrote {result_one.path} ({shares}; {result_one.valid_fraction:.0%} valid)")
 
 
+@app.command()
+def zeroshot(
+    weights: Annotated[
+        Path,
+        typer.Option(
+            "--weights",
+            help="Vision-language model: the folder a VL pretrain run wrote, or its "
+            "vl_model.safetensors (with the .json beside it).",
+        ),
+    ],
+    image: Annotated[Path, typer.Option("--image", help="Image to map (GeoTIFF/COG).")],
+    classes: Annotated[
+        str,
+        typer.Option(
+            "--classes", help='Comma-separated class names, e.g. "water,forest,cropland" (2+).'
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Output class map COG (default: IMAGE-STEM_zeroshot.tif here); beside it go "
+            "NAME_uncertainty.tif, QGIS styles, class names and a PNG quicklook.",
+        ),
+    ] = None,
+    templates: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--templates",
+            metavar="TEMPLATE",
+            help="A prompt template with {} for the class name, e.g. 'a satellite image of "
+            "{}.' (repeatable; default: the shipped prompt ensemble).",
+        ),
+    ] = None,
+    bands: Annotated[
+        str | None,
+        typer.Option(
+            "--bands",
+            help="Comma-separated registry names of every band of the file, in file order "
+            "(default: the file's band descriptions; they must agree).",
+        ),
+    ] = None,
+    sensor: Annotated[
+        str | None,
+        typer.Option(
+            "--sensor",
+            help="Registry sensor of the image (default: from its band names, preferring the "
+            "sensors the model was aligned on).",
+        ),
+    ] = None,
+    sar_units: Annotated[
+        str,
+        typer.Option(
+            "--sar-units",
+            help="Units of SAR inputs: auto (decided from the values), linear (sigma0) or db.",
+        ),
+    ] = "auto",
+    date: Annotated[
+        str | None,
+        typer.Option(
+            "--date",
+            help="Acquisition date (YYYY-MM-DD, UTC); default: the file's TIFFTAG_DATETIME, "
+            "else a date in its name.",
+        ),
+    ] = None,
+    tile: Annotated[
+        int | None,
+        typer.Option("--tile", help="Tile side in pixels (default: the encoder's image size)."),
+    ] = None,
+    overlap: Annotated[
+        int | None,
+        typer.Option("--overlap", help="Tile overlap in pixels (default: a quarter tile)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")] = 8,
+    quicklook: Annotated[
+        bool, typer.Option("--quicklook/--no-quicklook", help="Write a PNG quicklook.")
+    ] = True,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --out and its files.")
+    ] = False,
+    device: Annotated[
+        str, typer.Option("--device", help="cpu, cuda or auto (cuda when PyTorch sees a GPU).")
+    ] = "auto",
+    as_json: Json = False,
+) -> None:
+    """Map a scene with class names: zero-shot classes from a vision-language model."""
+    import warnings
+
+    from thinkingearth.data.scene import Acquisition, parse_date, parse_sar_units
+    from thinkingearth.fileio import check_new_file
+    from thinkingearth.infer.predictor import (
+        check_output_path,
+        predict_scene,
+        quicklook_path,
+        resolve_device,
+    )
+    from thinkingearth.infer.writers import uncertainty_path
+    from thinkingearth.vl.zeroshot import (
+        check_templates,
+        image_sensor_bands,
+        parse_classnames,
+        zeroshot_scene_model,
+    )
+
+    names = parse_classnames(classes)
+    from thinkingearth.vl.prompts import DEFAULT_TEMPLATES
+
+    prompts = check_templates(templates) if templates else DEFAULT_TEMPLATES
+    if out is None:
+        out = Path(f"{image.stem}_zeroshot.tif")
+    # Outputs are checked before the model is loaded or a pixel read.
+    check_output_path(out, [image])
+    check_new_file(out, overwrite=overwrite, suffixes=(".tif", ".tiff"), what="GeoTIFF map")
+    check_new_file(uncertainty_path(out), overwrite=overwrite, what="uncertainty GeoTIFF")
+    if quicklook:
+        check_new_file(quicklook_path(out), overwrite=overwrite, what="PNG quicklook")
+    units = parse_sar_units(sar_units)
+    torch_device = resolve_device(device)
+    day = parse_date(date, "--date") if date is not None else None
+    band_names = tuple(b.strip() for b in bands.split(",") if b.strip()) if bands else None
+    if bands is not None and not band_names:
+        raise UserInputError("--bands needs comma-separated band names, e.g. --bands B02,B03,B04")
+    if not image.is_file():
+        raise UserInputError(f"--image {image} does not exist")
+    from thinkingearth.vl.model import load_vl_model
+
+    model = load_vl_model(weights)
+    image_sensor, image_bands = image_sensor_bands(
+        image, bands=band_names, sensor=sensor, prefer=tuple(model.sensors)
+    )
+    echo = _log()
+
+    def show_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
+        output.warning(str(message))
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning  # type: ignore[assignment]
+        scene_model = zeroshot_scene_model(
+            model,
+            names,
+            image_sensor,
+            image_bands,
+            templates=prompts,
+            tile=tile,
+            overlap=overlap,
+            batch_size=batch_size,
+            name=weights.stem if weights.is_file() else weights.name,
+            tags={"WEIGHTS": str(weights), "WEIGHTS_SHA256": model.sha256 or "unknown"},
+        )
+        if echo is not None:
+            echo(
+                f"zero-shot: {len(names)} classes × {len(prompts)} prompt templates; "
+                f"{image_sensor} bands {','.join(image_bands)}"
+            )
+        result = predict_scene(
+            scene_model,
+            [Acquisition.from_path("--image", image, band_names, day)],
+            out,
+            sar_units=units,
+            quicklook=quicklook,
+            device=torch_device,
+            log=echo,
+        )
+    fractions = dict(zip(scene_model.classes, result.class_fractions, strict=True))
+    if as_json:
+        output.print_json(
+            {
+                "path": result.path,
+                "uncertainty": uncertainty_path(result.path),
+                "quicklook": result.quicklook,
+                "shape": result.shape,
+                "sensor": image_sensor,
+                "bands": list(image_bands),
+                "class_fractions": fractions,
+                "valid_fraction": result.valid_fraction,
+                "seconds": round(result.seconds, 2),
+            }
+        )
+        return
+    shares = ", ".join(f"{name} {share:.1%}" for name, share in fractions.items())
+    typer.echo(f"wrote {result.path} ({shares}; {result.valid_fraction:.0%} valid)")
+
+
+@app.command()
+def embed(
+    weights: Annotated[
+        Path,
+        typer.Option(
+            "--weights",
+            help="Vision-language model: the folder a VL pretrain run wrote, or its "
+            "vl_model.safetensors.",
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Index folder; an existing index (same model) gets the new rows only."
+        ),
+    ],
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Root of a data set read by --reader (default: none)."),
+    ] = None,
+    reader: Annotated[
+        str | None,
+        typer.Option(
+            "--reader",
+            help="Reader of --data: bigearthnet, kurosiwo, sen1floods11, eurosat (eurosat-ms), "
+            "copernicus-bench, ... (default: none).",
+        ),
+    ] = None,
+    splits: Annotated[
+        str, typer.Option("--splits", help="Comma-separated splits of --reader to embed.")
+    ] = "train,val,test",
+    scenes: Annotated[
+        Path | None,
+        typer.Option(
+            "--scenes",
+            help="A folder of GeoTIFFs instead: every file whose band descriptions name a "
+            "sensor's bands, tiled.",
+        ),
+    ] = None,
+    sensors: Annotated[
+        str | None,
+        typer.Option(
+            "--sensors",
+            help="With --scenes: only files of these comma-separated sensors (default: any).",
+        ),
+    ] = None,
+    tile: Annotated[
+        int | None,
+        typer.Option("--tile", help="With --scenes: tile side in pixels (default: the model's)."),
+    ] = None,
+    overlap: Annotated[
+        int, typer.Option("--overlap", help="With --scenes: tile overlap in pixels.")
+    ] = 0,
+    sar_units: Annotated[
+        str,
+        typer.Option(
+            "--sar-units",
+            help="With --scenes: units of SAR files: auto (decided per file), linear or db.",
+        ),
+    ] = "auto",
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Samples or tiles per forward pass.")
+    ] = 32,
+    scheduler: Annotated[
+        str | None,
+        typer.Option("--scheduler", help="Dask scheduler address (default: a LocalCluster)."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Local Dask workers (default: one per core).")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Build a new index even where one exists.")
+    ] = False,
+    as_json: Json = False,
+) -> None:
+    """Embed a data set or a folder of scenes into a searchable index (GeoParquet + ANN)."""
+    import warnings
+
+    from thinkingearth.vl.embed import embed as run_embed
+
+    split_names = [s.strip() for s in splits.split(",") if s.strip()]
+    if not split_names:
+        raise UserInputError(f"--splits needs comma-separated split names, got {splits!r}")
+    sensor_names = None
+    if sensors is not None:
+        sensor_names = [s.strip() for s in sensors.split(",") if s.strip()]
+        if not sensor_names:
+            raise UserInputError(f"--sensors needs comma-separated sensor names, got {sensors!r}")
+
+    def show_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
+        output.warning(str(message))
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning  # type: ignore[assignment]
+        result = run_embed(
+            weights,
+            out,
+            data=data,
+            reader=reader,
+            splits=split_names,
+            scenes=scenes,
+            sensors=sensor_names,
+            tile=tile,
+            overlap=overlap,
+            sar_units=sar_units,
+            batch_size=batch_size,
+            overwrite=overwrite,
+            scheduler=scheduler,
+            workers=workers,
+            log=_log(),
+        )
+    if as_json:
+        output.print_json(
+            {
+                "index": result.index,
+                "created": result.created,
+                "added": result.added,
+                "rows": result.rows,
+                "skipped": result.skipped,
+                "passed_over": result.passed_over,
+                "seconds": round(result.seconds, 2),
+            }
+        )
+        return
+    verb = "created" if result.created else "updated"
+    typer.echo(
+        f"{verb} {result.index}: {result.added} row(s) added, {result.skipped} already there, "
+        f"{result.rows} in all ({result.seconds:.1f} s)"
+    )
+
+
+@app.command()
+def search(
+    text: Annotated[str, typer.Argument(help="What to look for, in words.")],
+    index: Annotated[Path, typer.Option("--index", help="Index folder written by embed.")],
+    k: Annotated[int, typer.Option("--k", help="Number of hits.")] = 20,
+    bbox: Annotated[
+        str | None,
+        typer.Option(
+            "--bbox", help="Only footprints meeting W,S,E,N (degrees, WGS84) (default: anywhere)."
+        ),
+    ] = None,
+    after: Annotated[
+        str | None,
+        typer.Option("--after", help="Only acquired on or after YYYY-MM-DD (default: any time)."),
+    ] = None,
+    before: Annotated[
+        str | None,
+        typer.Option("--before", help="Only acquired on or before YYYY-MM-DD (default: any time)."),
+    ] = None,
+    sensor: Annotated[
+        str | None,
+        typer.Option("--sensor", help="Only this sensor, e.g. sentinel-1-grd (default: any)."),
+    ] = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--weights",
+            help="The model (default: the one the index records; another model is refused).",
+        ),
+    ] = None,
+    html: Annotated[
+        Path,
+        typer.Option(
+            "--html", help="Self-contained HTML page of the hits on a map, with thumbnails."
+        ),
+    ] = Path("search-results.html"),
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --html page.")
+    ] = False,
+    as_json: Json = False,
+) -> None:
+    """Search an embedding index in words: ranked hits, and an HTML page with a map."""
+    from thinkingearth.vl.search import run_search
+
+    result = run_search(
+        text,
+        index,
+        k=k,
+        bbox=bbox,
+        after=after,
+        before=before,
+        sensor=sensor,
+        weights=weights,
+        html=html,
+        overwrite=overwrite,
+    )
+    if as_json:
+        output.print_json([hit.to_dict() for hit in result.hits])
+    else:
+        rows = [("RANK", "SCORE", "ID", "SENSOR", "TIME", "CENTRE")]
+        for hit in result.hits:
+            rows.append(
+                (
+                    str(hit.rank),
+                    f"{hit.score:.4f}",
+                    hit.id,
+                    hit.sensor,
+                    hit.time or "-",
+                    hit.centre_text(),
+                )
+            )
+        for line in output.table(rows):
+            typer.echo(line)
+    if _log() is not None:
+        output.info(f"{len(result.hits)} hit(s) in {result.seconds * 1000:.0f} ms; page: {html}")
+
+
 #: Suite fields that say what a suite is, not how it runs: ``--set`` leaves them alone.
 _SUITE_IDENTITY = ("name", "description", "tasks", "hidden")
 
@@ -915,7 +1306,10 @@ def _suite_overrides(suite: Any, nested: Mapping[str, Any]) -> dict[str, Any]:
 def bench(
     suite: Annotated[
         str,
-        typer.Option("--suite", help="synthetic-lite, synthetic, kurosiwo or copernicus-bench."),
+        typer.Option(
+            "--suite",
+            help="synthetic-lite, synthetic, kurosiwo, copernicus-bench or vl-synthetic.",
+        ),
     ],
     out: Annotated[
         Path, typer.Option("--out", help="Output folder; finished runs in it are not run again.")
@@ -925,8 +1319,10 @@ def bench(
         typer.Option(
             "--models",
             help="Comma-separated: baselines (wrn-eca, resnet18, resnet50, unet, siamese-diff, "
-            "siamese-concat, vit-scratch), encoder names (random init), checkpoint paths or "
-            "random:PATH (default: the suite's).",
+            "siamese-concat, vit-scratch), encoder names (random init), checkpoint paths, "
+            "random:PATH, vision-language models (a VL pretrain folder or vl_model.safetensors; "
+            "a VL pretrain config name: trained per seed under OUT/models) or chance "
+            "(default: the suite's).",
         ),
     ] = None,
     data_root: Annotated[
@@ -938,8 +1334,9 @@ def bench(
         str | None,
         typer.Option(
             "--protocols",
-            help="Encoder protocols for every task: linear-probe, frozen-upernet, finetune "
-            "(default: the suite's per task kind).",
+            help="Encoder protocols for every task: linear-probe, frozen-upernet, finetune, "
+            "zero-shot (vision-language models, no training) (default: the suite's per task "
+            "kind).",
         ),
     ] = None,
     fractions: Annotated[

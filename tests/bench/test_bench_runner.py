@@ -135,7 +135,9 @@ def test_model_names() -> None:
 
 
 def test_suites() -> None:
-    assert list_suites() == ["synthetic-lite", "synthetic", "kurosiwo", "copernicus-bench"]
+    assert list_suites() == [
+        "synthetic-lite", "synthetic", "kurosiwo", "copernicus-bench", "vl-synthetic"
+    ]  # fmt: skip
     lite = get_suite("synthetic-lite")
     assert [t.kind for t in lite.tasks] == ["multilabel", "segmentation", "change", "regression"]
     assert get_suite("synthetic-lite", max_steps=5).max_steps == 5

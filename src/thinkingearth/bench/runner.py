@@ -25,6 +25,11 @@ What a run does:
 4. the test split is scored with :mod:`thinkingearth.tasks.metrics`, and the cost meters
    (:mod:`thinkingearth.bench.meters`) are read.
 
+Evaluation protocols train nothing (``zero-shot``, :mod:`thinkingearth.bench.zeroshot`): a
+vision-language model scores the test split directly (class names through prompts, retrieval
+by similarity), with ``train_seconds`` and ``steps`` 0; the task's data is prepared for training
+only when some run of the task trains.
+
 A frozen encoder's features are computed once per sample and run (``Suite.cache_features``).
 """
 
@@ -49,6 +54,12 @@ from thinkingearth import stopping
 from thinkingearth.bench.meters import PeakMemory, count_parameters, inference_throughput
 from thinkingearth.bench.models import ModelSpec, build_network, resolve_models
 from thinkingearth.bench.suites import Split, Suite, TaskSpec, get_suite
+from thinkingearth.bench.zeroshot import (
+    EVALUATION_PROTOCOLS,
+    ZERO_SHOT_KINDS,
+    evaluate_run,
+    evaluation_skip_reason,
+)
 from thinkingearth.data.sample import collate
 from thinkingearth.data.transforms import Normaliser
 from thinkingearth.errors import UserInputError
@@ -220,21 +231,29 @@ def plan_runs(
     """Every run of a benchmark, in execution order (task, model, protocol, fraction, seed).
 
     Encoders run the suite's protocols for the task kind (or ``protocols``); baselines always
-    ``finetune``.
+    ``finetune``; ``chance`` the evaluation protocols (``zero-shot``) on the kinds they score.
+    Evaluation protocols run at label fraction 1 only: they use no labels.
     """
-    chosen = [check_protocol(p) for p in protocols] if protocols else None
+    chosen = (
+        [p if p in EVALUATION_PROTOCOLS else check_protocol(p) for p in protocols]
+        if protocols
+        else None
+    )
     fracs = tuple(fractions) if fractions else suite.fractions
     for f in fracs:
         label_fraction_indices(1, f, 0)  # validates the fraction
     keys: list[RunKey] = []
     for task in suite.tasks:
         for spec in models:
-            if spec.is_encoder:
+            if spec.kind == "chance":
+                protos = list(EVALUATION_PROTOCOLS) if task.kind in ZERO_SHOT_KINDS else []
+            elif spec.is_encoder:
                 protos = chosen or list(suite.protocols.get(task.kind, ()))
             else:
                 protos = ["finetune"]
             for protocol in protos:
-                for fraction in fracs:
+                evaluation = protocol in EVALUATION_PROTOCOLS
+                for fraction in (1.0,) if evaluation else fracs:
                     for seed in seeds:
                         keys.append(
                             RunKey(task.name, spec.name, protocol, _fraction_text(fraction), seed)
@@ -299,6 +318,9 @@ def _task_module(
 
 
 def _skip_reason(task: TaskSpec, spec: ModelSpec, protocol: str) -> str | None:
+    reason = evaluation_skip_reason(task, spec, protocol)
+    if reason is not None or protocol in EVALUATION_PROTOCOLS or spec.kind == "chance":
+        return reason
     if not spec.is_encoder and task.kind not in BASELINES[spec.name].tasks:
         return f"{spec.name} cannot do {task.kind}: {BASELINES[spec.name].reason}"
     if spec.is_encoder and task.kind in _CLASSIFICATION and protocol == "frozen-upernet":
@@ -354,7 +376,7 @@ def _one_line(error: BaseException) -> str:
 def _run_one(
     key: RunKey,
     task: TaskSpec,
-    prepared: _Prepared,
+    prepared: _Prepared | None,
     spec: ModelSpec,
     suite: Suite,
     accelerator: Accelerator,
@@ -373,15 +395,25 @@ def _run_one(
         "fraction": key.fraction,
         "seed": key.seed,
         "primary_metric": task.primary,
-        "normalisation": prepared.normalisation,
     }
     reason = _skip_reason(task, spec, key.protocol)
     if reason is not None:
         return {**row, "status": "skipped", "reason": reason}
     device = _device(accelerator)
+    if key.protocol in EVALUATION_PROTOCOLS:
+        try:
+            return {**row, **evaluate_run(key, task, spec, suite, device, log)}
+        except Exception as error:  # recorded and retried on the next call, as training runs
+            log(f"[bench] {_run_id(key)} failed:\n{traceback.format_exc()}")
+            return {**row, "status": "failed", "reason": _one_line(error)}
+    if prepared is None:
+        raise RuntimeError(f"task {task.name}: data not prepared for a training run")
+    row["normalisation"] = prepared.normalisation
     try:
         L.seed_everything(key.seed, workers=True, verbose=False)
-        net = build_network(spec, task, suite, prepared.in_channels, prepared.time_steps)
+        net = build_network(
+            spec, task, suite, prepared.in_channels, prepared.time_steps, seed=key.seed
+        )
         frozen = key.protocol != "finetune"
         if frozen and suite.cache_features and isinstance(net, Backbone):
             net = FeatureCache(net)
@@ -578,6 +610,11 @@ def _run_bench(
     done = {_row_key(r) for r in rows}
     pending = [k for k in keys if k not in done]
     by_name = {s.name: s for s in specs}
+    for model in specs:  # VL models named by a pretrain config are trained under OUT/models
+        model.workdir = out / "models"
+        model.log = log
+        if spec.vl_pretrain_steps is not None:
+            model.pretrain_steps = spec.vl_pretrain_steps
     log(
         f"[bench] suite {spec.name}: {len(keys)} runs, {len(keys) - len(pending)} already in "
         f"{results}, {len(pending)} to run"
@@ -589,9 +626,16 @@ def _run_bench(
             todo = [k for k in pending if k.task == task.name]
             if not todo:
                 continue
+            trains = any(
+                k.protocol not in EVALUATION_PROTOCOLS
+                and _skip_reason(task, by_name[k.model], k.protocol) is None
+                for k in todo
+            )
             log(f"[bench] {task.name}: reading data …")
             try:
-                prepared = _prepare(task, spec)
+                prepared = _prepare(task, spec) if trains else None
+                if not trains:
+                    task.load("test")  # a missing data folder shows here, as for training
             except UserInputError as error:  # DataLayoutError, a missing optional package, …
                 if not task.optional:
                     raise

@@ -17,11 +17,17 @@ fractions and the training schedule. Suites (:func:`get_suite`):
   ``--data-root`` through :class:`~thinkingearth.data.formats.copernicusbench.CopernicusBench`;
   a task whose folder is missing is skipped with the reason. The Sentinel-1 tasks stored in dB
   (eurosat_s1, bigearthnet_s1, dfc2020_s1) are in: their Samples say ``units: "db"`` and the
-  normalisation converts from what the Sample says.
+  normalisation converts from what the Sample says;
+* ``vl-synthetic``: vision-language evaluation on the synthetic world at 32 px
+  (:mod:`thinkingearth.bench.zeroshot`): zero-shot single-label (the dominant land-cover class)
+  and multi-label classification from Sentinel-2 and multi-label from Sentinel-1 against a
+  linear probe of the same encoder, text → image and image → text retrieval of the world's
+  captions, and cross-sensor retrieval (a Sentinel-1 scene finds its Sentinel-2 twin); default
+  models: a ``tiny-vl-synthetic`` VL model pretrained per seed, and ``chance``.
 
 Primary metrics: mAP (multi-label), overall accuracy (single-label), mIoU (segmentation and
 change detection, as Copernicus-Bench reports for Kuro Siwo), RMSE (regression, lower is
-better).
+better), Recall@1 (retrieval: ``r@1/t2i``, ``r@1/s1→s2``).
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ __all__ = [
 
 Split = Literal["train", "val", "test"]
 Loader = Callable[[Split], Dataset[dict[str, Any]]]
+#: Task kinds of a suite: the trainable ones, and ``retrieval`` (evaluated without training).
+SuiteTaskKind = TaskKind | Literal["retrieval"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,8 @@ class TaskSpec:
 
     Attributes:
         name: Task name (unique within the suite).
-        kind: ``classification``, ``multilabel``, ``segmentation``, ``change`` or ``regression``.
+        kind: ``classification``, ``multilabel``, ``segmentation``, ``change``, ``regression``
+            or ``retrieval`` (scored by the ``zero-shot`` protocol only).
         load: ``split -> Dataset`` of raw Samples (normalisation is applied by the runner).
         primary: Key of the primary metric (of :mod:`thinkingearth.tasks.metrics`).
         higher_is_better: Direction of the primary metric.
@@ -67,10 +76,13 @@ class TaskSpec:
         shown: Metrics shown in the report beside the primary one.
         description: One line for the report (sensor, data, labels).
         optional: A missing data folder skips the task (with the reason) instead of stopping.
+        gallery: Retrieval only: ``split -> Dataset`` of the gallery Samples, item ``i`` the twin
+            of ``load(split)[i]`` (the same scene from another sensor); ``None``: text retrieval
+            between each Sample and its ``caption``.
     """
 
     name: str
-    kind: TaskKind
+    kind: SuiteTaskKind
     load: Loader
     primary: str
     higher_is_better: bool
@@ -80,6 +92,7 @@ class TaskSpec:
     shown: tuple[str, ...] = ()
     description: str = ""
     optional: bool = False
+    gallery: Loader | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +124,8 @@ class Suite:
         stats_samples: Training samples used to estimate normalisation statistics where the
             registry publishes none.
         threads: PyTorch intra-op CPU threads (``None``: PyTorch's default, one per core).
+        vl_pretrain_steps: Training steps of the vision-language models the benchmark
+            pretrains from a config name (``None``: the config's ``trainer.max_steps``).
         hidden: Not listed (test-only suites).
     """
 
@@ -138,6 +153,7 @@ class Suite:
     num_workers: int = 0
     stats_samples: int = 32
     threads: int | None = None
+    vl_pretrain_steps: int | None = None
     hidden: bool = False
 
 
@@ -350,6 +366,162 @@ def _micro(data_root: Path | None) -> Suite:
 
 
 # ----------------------------------------------------------------------------------------------
+# Vision-language on the synthetic world
+# ----------------------------------------------------------------------------------------------
+
+
+class _DominantLandcover(Dataset[dict[str, Any]]):
+    """Synthetic land-cover Samples as single-label scenes: ``label`` = the class covering the
+    most pixels of the mask (ties: the lower class id); the mask is dropped."""
+
+    def __init__(self, base: Dataset[dict[str, Any]]) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        import torch
+
+        sample = dict(self.base[index])
+        mask = sample.pop("mask")
+        counts = torch.bincount(mask.reshape(-1), minlength=len(LANDCOVER_CLASSES))
+        sample["label"] = torch.tensor(int(counts[: len(LANDCOVER_CLASSES)].argmax()))
+        return sample
+
+
+def _dominant_loader(sensor: str, size: int, n: Mapping[str, int], seed: int) -> Loader:
+    landcover = _synthetic_loader("landcover", sensor, size, n, seed)
+
+    def load(split: Split) -> Dataset[dict[str, Any]]:
+        return _DominantLandcover(landcover(split))
+
+    return load
+
+
+_RETRIEVAL_SHOWN = ("r@5/{0}", "r@10/{0}", "r@1/{1}", "r@5/{1}", "r@10/{1}")
+
+
+def _vl_tasks(size: int, n: Mapping[str, int], seed: int) -> tuple[TaskSpec, ...]:
+    """The tasks of the vision-language suites (one world: scene ``i`` of a split is the same
+    scene for every sensor)."""
+    lc = len(LANDCOVER_CLASSES)
+    return (
+        TaskSpec(
+            name="dominant-landcover",
+            kind="classification",
+            load=_dominant_loader(_S2, size, n, seed),
+            primary="oa",
+            higher_is_better=True,
+            num_classes=lc,
+            class_names=LANDCOVER_CLASSES,
+            shown=("f1_macro",),
+            description=f"the land-cover class covering most of a Sentinel-2 L2A scene, {size} px",
+        ),
+        TaskSpec(
+            name="multilabel",
+            kind="multilabel",
+            load=_synthetic_loader("multilabel", _S2, size, n, seed),
+            primary="map",
+            higher_is_better=True,
+            num_classes=lc,
+            class_names=LANDCOVER_CLASSES,
+            shown=("f1_macro", "oa"),
+            description=f"land-cover presence (9 labels) from Sentinel-2 L2A, {size} px",
+        ),
+        TaskSpec(
+            name="multilabel-s1",
+            kind="multilabel",
+            load=_synthetic_loader("multilabel", _S1, size, n, seed),
+            primary="map",
+            higher_is_better=True,
+            num_classes=lc,
+            class_names=LANDCOVER_CLASSES,
+            shown=("f1_macro", "oa"),
+            description=f"land-cover presence (9 labels) from Sentinel-1 GRD VV/VH, {size} px",
+        ),
+        TaskSpec(
+            name="text-retrieval",
+            kind="retrieval",
+            load=_synthetic_loader("none", _S2, size, n, seed),
+            primary="r@1/t2i",
+            higher_is_better=True,
+            num_classes=0,
+            shown=tuple(k.format("t2i", "i2t") for k in _RETRIEVAL_SHOWN),
+            description=(
+                f"each test scene's caption finds its Sentinel-2 L2A image among {n['test']} "
+                "(t2i), and each image its caption (i2t)"
+            ),
+        ),
+        TaskSpec(
+            name="cross-sensor",
+            kind="retrieval",
+            load=_synthetic_loader("none", _S1, size, n, seed),
+            gallery=_synthetic_loader("none", _S2, size, n, seed),
+            primary="r@1/s1→s2",
+            higher_is_better=True,
+            num_classes=0,
+            shown=tuple(k.format("s1→s2", "s2→s1") for k in _RETRIEVAL_SHOWN),
+            description=(
+                f"a Sentinel-1 GRD scene finds its Sentinel-2 L2A twin (the same scene) among "
+                f"{n['test']}, and the reverse"
+            ),
+        ),
+    )
+
+
+_VL_PROTOCOLS: Mapping[str, tuple[str, ...]] = {
+    "classification": ("zero-shot", "linear-probe"),
+    "multilabel": ("zero-shot", "linear-probe"),
+    "retrieval": ("zero-shot",),
+}
+
+
+def _vl_synthetic(data_root: Path | None) -> Suite:
+    n = {"train": 256, "val": 32, "test": 128}
+    return Suite(
+        name="vl-synthetic",
+        description=(
+            "vision-language on the synthetic Copernicus world at 32 px: zero-shot "
+            "classification against a linear probe of the same encoder (256 training "
+            "samples, 300 steps), and retrieval among 128 test scenes"
+        ),
+        tasks=_vl_tasks(32, n, seed=0),
+        models=("tiny-vl-synthetic", "chance"),
+        protocols=_VL_PROTOCOLS,
+        fractions=(1.0,),
+        # Linear probes on cached frozen features are cheap: train them to convergence so the
+        # zero-shot rows face a fair supervised baseline (about 19 epochs of 256 samples).
+        max_steps=300,
+        batch_size=16,
+        eval_batch_size=64,
+        patch_size=None,
+        img_size=32,
+        threads=1,
+    )
+
+
+def _vl_micro(data_root: Path | None) -> Suite:
+    """Test-only: the vision-language tasks, tiny (seconds)."""
+    n = {"train": 8, "val": 4, "test": 12}
+    return Suite(
+        name="_vl_micro",
+        description="test-only: the vision-language tasks with 8 training and 12 test samples",
+        tasks=_vl_tasks(32, n, seed=0),
+        models=("chance",),
+        protocols=_VL_PROTOCOLS,
+        fractions=(1.0,),
+        max_steps=2,
+        batch_size=4,
+        eval_batch_size=8,
+        patch_size=None,
+        img_size=32,
+        vl_pretrain_steps=2,
+        hidden=True,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
 # Real data
 # ----------------------------------------------------------------------------------------------
 
@@ -485,7 +657,9 @@ SUITES: Mapping[str, Callable[[Path | None], Suite]] = {
     "synthetic": _synthetic,
     "kurosiwo": _kurosiwo,
     "copernicus-bench": _copernicus_bench,
+    "vl-synthetic": _vl_synthetic,
     "_micro": _micro,
+    "_vl_micro": _vl_micro,
 }
 
 

@@ -52,8 +52,10 @@ __all__ = [
     "Task",
 ]
 
-Task = Literal["flood", "water", "landcover"]
-TASKS: tuple[str, ...] = get_args(Task)
+Task = Literal["flood", "water", "landcover", "zeroshot"]
+#: The tasks ``predict --task`` maps; ``zeroshot`` (classes named by the user, mapped with a
+#: vision-language model) has its own command, ``thinkingearth zeroshot``.
+TASKS: tuple[str, ...] = ("flood", "water", "landcover")
 OutputKind = Literal["probabilities", "logits"]
 
 #: Single-date water mapping classes.
@@ -99,6 +101,7 @@ INPUT_OPTIONS: Mapping[tuple[str, int], tuple[str, ...]] = {
     ("flood", 3): ("--pre2", "--pre", "--post"),
     ("water", 1): ("--image",),
     ("landcover", 1): ("--image",),
+    ("zeroshot", 1): ("--image",),
 }
 
 
@@ -109,8 +112,8 @@ class SceneModel:
     Attributes:
         network: ``[B, T, C, h, w]`` -> ``[B, K, h, w]``, or ``(x, meta)`` -> ``[B, K, h, w]``
             with :attr:`metadata` (see the module docstring).
-        task: ``flood`` (0 no water, 1 permanent water, 2 flood), ``water`` (0 land, 1 water)
-            or ``landcover``.
+        task: ``flood`` (0 no water, 1 permanent water, 2 flood), ``water`` (0 land, 1 water),
+            ``landcover``, or ``zeroshot`` (classes the user named, :mod:`thinkingearth.vl`).
         classes: the ``K`` class names; class id ``k`` is ``classes[k]`` (at most 255).
         colours: one colour per class, for the quicklook.
         sensor: registry name of the input sensor.
@@ -154,8 +157,10 @@ class SceneModel:
     metadata: bool = False
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise UserInputError(f"unknown task {self.task!r}; expected one of: {', '.join(TASKS)}")
+        if self.task not in get_args(Task):
+            raise UserInputError(
+                f"unknown task {self.task!r}; expected one of: {', '.join(get_args(Task))}"
+            )
         object.__setattr__(self, "classes", tuple(self.classes))
         object.__setattr__(self, "colours", tuple(self.colours))
         object.__setattr__(self, "steps", tuple(int(s) for s in self.steps))
