@@ -261,11 +261,19 @@ def _stage_benchmark(ctx: DemoContext) -> str:
     return benchmark_stage(ctx)
 
 
+def _stage_text_search(ctx: DemoContext) -> str:
+    """A tiny vision-language model searching the world in words (:mod:`thinkingearth.vl.demo`)."""
+    from thinkingearth.vl.demo import search_stage
+
+    return search_stage(ctx)
+
+
 STAGES: list[Stage] = [
     ("synthetic world", _stage_world),
     ("figure", _stage_figure),
     ("pretraining", _stage_pretrain),
     ("benchmark", _stage_benchmark),
+    ("text search", _stage_text_search),
     ("flood map", _stage_flood_map),  # the demo ends with a mapped scene
 ]
 
