@@ -338,3 +338,39 @@ def test_two_gloo_processes_gather_pairs_and_end_with_identical_weights(tmp_path
     for key in weights[0]:
         assert torch.equal(weights[0][key], weights[1][key]), key
     assert load_vl_model(out).sensors  # rank 0 wrote the VL model
+
+
+def test_bigearthnet_labels_become_the_captions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``data.source: bigearthnet``: each patch's 19-class label is its caption (vl.captions)."""
+    requires_minilm()
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "pretrain"))
+    from sources_fakes import bigearthnet_v1
+
+    from thinkingearth.data.formats.bigearthnet import CLASSES_19
+    from thinkingearth.vl.recipes import _label_captions
+
+    labels = torch.zeros(2, 19)
+    labels[0, [2, 14]] = 1
+    first, second = _label_captions(labels, "sentinel-2-l2a") or []
+    assert CLASSES_19[2].lower() in first.lower() and CLASSES_19[14].lower() in first.lower()
+    assert second == "A satellite image."  # no class: a caption true of every patch
+    assert _label_captions(torch.zeros(2, 7), "sentinel-2-l2a") is None  # not BigEarthNet's
+
+    root = tmp_path / "ben"
+    bigearthnet_v1(root, n_s2=5, n_s1=4, size=36)
+    config = tiny_vl_config(
+        data={
+            "source": "bigearthnet",
+            "root": str(root),
+            "split": None,
+            "size": 32,
+            "batch_size": 4,
+            "sensors": [{"sensor": "s2"}],
+        },
+        trainer={"max_steps": 2, "checkpoint_every": 2},
+    )
+    result = run_pretrain(config, tmp_path / "run", log=None)
+    assert result.steps == 2 and result.final_loss is not None
+    assert set(load_vl_model(tmp_path / "run").describe()["sensors"]) == {"sentinel-2-l2a"}

@@ -49,8 +49,12 @@ __all__ = [
     "image_text_settings",
 ]
 
-#: Pretraining sources whose samples carry a ``caption`` (shards: those written from them).
-CAPTIONED_SOURCES: tuple[str, ...] = ("synthetic", "shards")
+#: Pretraining sources whose samples carry a ``caption`` (shards: those written from them), or
+#: BigEarthNet labels that become one (:func:`thinkingearth.vl.captions.bigearthnet_caption`).
+CAPTIONED_SOURCES: tuple[str, ...] = ("synthetic", "shards", "bigearthnet")
+#: The caption of a BigEarthNet patch without any of the 19 classes (v1 patches whose labels the
+#: 19-class nomenclature drops): true of every patch, so it teaches nothing false.
+_NO_CLASS_CAPTION = "A satellite image."
 _CHECKPOINT_KEY = "thinkingearth.vl"
 
 
@@ -108,6 +112,17 @@ def _validate(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(settings)
 
 
+def _label_captions(labels: Any, sensor: str) -> list[str] | None:
+    """Captions from BigEarthNet multi-hot labels ``[B, 19|43]`` (the ``bigearthnet`` source)."""
+    from thinkingearth.vl.captions import bigearthnet_caption
+
+    if not isinstance(labels, Tensor) or labels.ndim != 2 or labels.shape[1] not in (19, 43):
+        return None
+    return [
+        bigearthnet_caption(row, sensor=sensor) or _NO_CLASS_CAPTION for row in labels.cpu()
+    ]
+
+
 class ImageTextPretrain(PretrainModule):
     """Contrastive image-caption training of the encoder, a projection and the temperature.
 
@@ -160,8 +175,10 @@ class ImageTextPretrain(PretrainModule):
 
     def compute_losses(self, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         """The image-caption contrastive loss of one (one-sensor) batch."""
-        captions = batch.get("caption")
         sensor = str(batch["sensor"][0]) if batch.get("sensor") else "?"
+        captions = batch.get("caption")
+        if captions is None:
+            captions = _label_captions(batch.get("labels"), sensor)
         if (
             not isinstance(captions, list)
             or len(captions) != int(batch["image"].shape[0])
