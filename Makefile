@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test check-readme lint install clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,11 @@ demo: $(STAMP)
 	$(VENV)/bin/thinkingearth demo --out demo-out --overwrite
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -m "not readme_long"
+
+# The README's minutes-long commands (full demo, fine-tuning, benchmarks), run as written.
+check-readme: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m readme_long tests/test_readme.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

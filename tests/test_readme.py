@@ -22,7 +22,9 @@ import pytest
 README = Path(__file__).resolve().parents[1] / "README.md"
 PLACEHOLDERS = {"DIR": "out-dir", "OUTDIR": "maps", "N": "2", "S": "0", "PX": "96"}
 SCENES = "scenes"  # what FOLDER becomes: made by synth --format native before the command
-#: Commands that take minutes (the full demo, 300 fine-tuning steps, a 3-seed benchmark).
+#: Commands that take minutes (the full demo, 300 fine-tuning steps, a 3-seed benchmark): marked
+#: ``readme_long``, run by ``make check-readme`` (and CI) rather than ``make test``, which stays
+#: under 15 minutes on 2 cores.
 SLOW = ("demo", "finetune", "bench")
 #: Commands that use what earlier lines of their block made (a model, a world, an index).
 IN_ORDER = ("embed", "search", "zeroshot")
@@ -110,7 +112,7 @@ def _cases() -> tuple[list[object], list[tuple[str, str]]]:
             continue
         for argv in _expand(tokens):
             slow = argv[1] in SLOW and "--print-config" not in argv
-            marks = [pytest.mark.slow] if slow else []
+            marks = [pytest.mark.slow, pytest.mark.readme_long] if slow else []
             run.append(pytest.param(argv, id=" ".join(argv[1:]), marks=marks))
     return run, skipped
 
@@ -165,6 +167,7 @@ def test_the_scenes_example_names_the_files_synth_writes(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
+@pytest.mark.readme_long
 def test_vl_block_runs_in_order(tmp_path: Path) -> None:
     """The vision-language block: pretrain (2 steps), synth, embed, search, zeroshot, in order."""
     (block,) = [b for b in _blocks() if any(" embed " in f" {line} " for line in b)][:1]

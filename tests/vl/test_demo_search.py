@@ -14,8 +14,11 @@ from thinkingearth.demo import STAGES, DemoContext
 @pytest.mark.slow
 def test_demo_searches_the_world_in_words_and_scores_it(tmp_path: Path) -> None:
     requires_minilm()
-    stage = dict(STAGES)["text search"]
-    text = stage(DemoContext(out=tmp_path, seed=0, quick=True))
+    names = [name for name, _ in STAGES]
+    assert names.index("text search") < names.index("flood map")
+    ctx = DemoContext(out=tmp_path, seed=0, quick=True)
+    text = dict(STAGES)["text search"](ctx)
+    dict(STAGES)["flood map"](ctx)  # writes world/native beside world/search: no clash
     assert (tmp_path / "vl" / "vl_model.safetensors").is_file()
     assert (tmp_path / "index" / "index.json").is_file()
     page = (tmp_path / "search.html").read_text(encoding="utf-8")

@@ -37,7 +37,7 @@ def _flood_truth(scenes: Path) -> dict[str, bool]:
 
 
 def search_stage(ctx: Any) -> str:
-    """Train, embed, search; write ``vl/``, ``world/native/``, ``index/`` and ``search.html``."""
+    """Train, embed, search; write ``vl/``, ``world/search/``, ``index/`` and ``search.html``."""
     from thinkingearth.data.export import export_world
     from thinkingearth.pretrain.config import config_from_dict, load_config, merge
     from thinkingearth.pretrain.run import run_pretrain
@@ -56,7 +56,7 @@ def search_stage(ctx: Any) -> str:
     config = config_from_dict(merge(load_config("tiny-vl-synthetic").to_dict(), overrides))
     run_pretrain(config, out / "vl", log=None)
     n = 6 if quick else 24
-    scenes = export_world(out / "world" / "native", "native", n=n, size=32, seed=5)
+    scenes = export_world(out / "world" / "search", "native", n=n, size=32, seed=5)
     embed(out / "vl", out / "index", scenes=scenes, sensors=["sentinel-1-grd"], workers=1)
     truth = _flood_truth(scenes)
     result = run_search(FLOOD_QUERY, out / "index", k=len(truth), html=out / "search.html")
@@ -83,7 +83,7 @@ def search_stage(ctx: Any) -> str:
         f"`thinkingearth pretrain --config tiny-vl-synthetic` ({size}: {steps} steps on "
         "Sentinel-1 only) aligned the tiny encoder with the offline all-MiniLM-L6-v2 text encoder "
         f"on the world's captions; `thinkingearth embed` put the three Sentinel-1 images of {n} "
-        "scenes (two before the event, one after) into `index/`, and `thinkingearth search` asked "
+        "scenes of `world/search/` (two before the event, one after) into `index/`, and `thinkingearth search` asked "
         f'it: *"{FLOOD_QUERY}"*. The page `search.html` shows the hits on a map with their '
         "thumbnails (offline, open it in a browser).\n\n"
         "| rank | image | score | flooded (world truth) |\n|---|---|---|---|\n"

@@ -118,9 +118,7 @@ def _label_captions(labels: Any, sensor: str) -> list[str] | None:
 
     if not isinstance(labels, Tensor) or labels.ndim != 2 or labels.shape[1] not in (19, 43):
         return None
-    return [
-        bigearthnet_caption(row, sensor=sensor) or _NO_CLASS_CAPTION for row in labels.cpu()
-    ]
+    return [bigearthnet_caption(row, sensor=sensor) or _NO_CLASS_CAPTION for row in labels.cpu()]
 
 
 class ImageTextPretrain(PretrainModule):
