@@ -6,6 +6,8 @@ import itertools
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -259,3 +261,25 @@ def test_very_selective_filters_are_scored_exactly(
     mask = (np.array(rows.sensors) == "sentinel-1-grd") & (i < 300) & (i % 50 <= 40)
     assert [h.row for h in hits] == _exact(rows, query, mask, 5)
     assert hits[0].row == 1 and hits[0].score == pytest.approx(1.0, abs=1e-3)
+
+
+def test_asking_for_every_row_is_exact_even_where_the_graph_misses_some(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI met an HNSW answer one row short when a filter let 42 of 50 rows through and all were
+    asked for; such a search is now scored exactly. Here the graph is made to drop a row."""
+    rows = clustered_rows(50, DIM)
+    _write(tmp_path / "idx", rows)
+    index = open_index(tmp_path / "idx")
+    real = index._ann.search
+
+    def one_short(vector: np.ndarray, count: int, **kwargs: Any) -> Any:
+        found = real(vector, count, **kwargs)
+        if count < len(index):
+            return found
+        return SimpleNamespace(keys=found.keys[:-1], distances=found.distances[:-1])
+
+    monkeypatch.setattr(index._ann, "search", one_short)
+    passing = sum(1 for t in rows.times if not math.isnan(t))
+    assert len(index.search(rows.matrix(DIM)[0], k=50, filters=Filters(after=0.0))) == passing
+    assert len(index.search(rows.matrix(DIM)[0], k=50)) == 50

@@ -758,8 +758,9 @@ class EmbeddingIndex:
 
         Without filters: the ANN's top ``k``. With filters: the ANN is asked for more candidates
         (in proportion to the share of rows that pass) until ``k`` of them pass; when that would
-        take more than a few tens of thousands of candidates, the rows that pass are scored
-        exactly instead.
+        take more than a few tens of thousands of candidates, or every row, the rows that pass
+        are scored exactly instead. An HNSW graph asked for (nearly) all its rows may return
+        fewer than it holds, so a short answer is completed by exact scoring too.
         """
         vector = np.asarray(query, dtype=np.float32).reshape(-1)
         if vector.shape[0] != self.manifest.embed_dim:
@@ -771,21 +772,26 @@ class EmbeddingIndex:
         k = max(1, min(int(k), n))
         if filters is None or not filters.any:
             found = self._ann.search(vector, k, threads=1)
-            return [(int(r), _score(d)) for r, d in zip(found.keys, found.distances, strict=True)]
-        mask = self._mask(filters)
+            if len(found.keys) >= k:
+                return [
+                    (int(r), _score(d)) for r, d in zip(found.keys, found.distances, strict=True)
+                ]
+            mask = np.ones(n, dtype=bool)  # the graph gave fewer than k: score every row
+        else:
+            mask = self._mask(filters)
         passing = int(mask.sum())
         if passing == 0:
             return []
         k = min(k, passing)
         count = min(n, max(4 * k, math.ceil(2 * k * n / passing)))
-        while count <= _EXACT_LIMIT:
+        while count < n and count <= _EXACT_LIMIT:
             found = self._ann.search(vector, count, threads=1)
             hits = [
                 (int(r), _score(d))
                 for r, d in zip(found.keys, found.distances, strict=True)
                 if mask[int(r)]
             ]
-            if len(hits) >= k or count >= n:
+            if len(hits) >= k:
                 return hits[:k]
             count = min(n, count * 4)
         rows = np.flatnonzero(mask)
