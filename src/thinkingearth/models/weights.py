@@ -154,7 +154,27 @@ def create_encoder(name: str, **overrides: Any) -> Encoder:
 # Our format
 # ----------------------------------------------------------------------------------------------
 
-_TABLE_KEY = "__language_table__"
+#: The safetensors entry holding an encoder's language-embedding table (one row per name, in
+#: the order of the JSON's ``language_keys``); shared by every file that stores an encoder.
+LANGUAGE_TABLE_KEY = "__language_table__"
+
+
+def pack_language_table(encoder: Encoder) -> tuple[list[str], dict[str, torch.Tensor]]:
+    """The encoder's language table as ``(sorted names, {LANGUAGE_TABLE_KEY: rows})`` (empty if
+    it has none), to store beside its state dict."""
+    keys = sorted(encoder.language_table)
+    if not keys:
+        return keys, {}
+    return keys, {LANGUAGE_TABLE_KEY: torch.stack([encoder.language_table[k] for k in keys])}
+
+
+def unpack_language_table(
+    encoder: Encoder, table: torch.Tensor | None, keys: list[str] | None
+) -> None:
+    """Give the rows of a stored table (``tensors.pop(LANGUAGE_TABLE_KEY, None)``, taken out
+    before ``load_state_dict``) to ``encoder`` under ``keys``."""
+    if table is not None and keys:
+        encoder.set_language_embeddings(dict(zip(keys, table, strict=True)))
 
 
 def _paths(path: str | Path) -> tuple[Path, Path]:
@@ -176,9 +196,8 @@ def save(encoder: Encoder, path: str | Path) -> Path:
     tensors_path, config_path = _paths(path)
     tensors_path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in encoder.state_dict().items()}
-    keys = sorted(encoder.language_table)
-    if keys:
-        tensors[_TABLE_KEY] = torch.stack([encoder.language_table[k] for k in keys])
+    keys, table = pack_language_table(encoder)
+    tensors.update(table)
     # Tensors first, the JSON that names them last, each complete or absent (no half files).
     with atomic_file(tensors_path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT})
@@ -218,16 +237,14 @@ def _load_ours(path: Path) -> Encoder:
         raise CheckpointFormatError(
             f"{tensors_path}: not a readable safetensors file, truncated or damaged ({first})"
         ) from None
-    table = tensors.pop(_TABLE_KEY, None)
+    table = tensors.pop(LANGUAGE_TABLE_KEY, None)
     missing, unexpected = encoder.load_state_dict(tensors, strict=False, assign=True)
     if missing or unexpected:
         raise CheckpointFormatError(
             f"{tensors_path}: tensors do not match the config (missing {missing[:5]}, "
             f"unexpected {unexpected[:5]})"
         )
-    keys = header.get("language_keys") or []
-    if table is not None and keys:
-        encoder.set_language_embeddings(dict(zip(keys, table, strict=True)))
+    unpack_language_table(encoder, table, header.get("language_keys"))
     return encoder.eval()
 
 

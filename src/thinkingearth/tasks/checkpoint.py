@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from thinkingearth.data.transforms import Normaliser
@@ -44,7 +43,12 @@ from thinkingearth.fileio import atomic_file
 from thinkingearth.models.baselines import build_baseline
 from thinkingearth.models.encoder import Encoder, EncoderConfig
 from thinkingearth.models.heads import DenseHead, UPerNet
-from thinkingearth.models.weights import CheckpointFormatError
+from thinkingearth.models.weights import (
+    LANGUAGE_TABLE_KEY,
+    CheckpointFormatError,
+    pack_language_table,
+    unpack_language_table,
+)
 from thinkingearth.sensors import get_sensor
 from thinkingearth.tasks.change import ChangeTask
 from thinkingearth.tasks.classification import ClassificationTask
@@ -75,7 +79,6 @@ MODULE_KINDS: tuple[str, ...] = (
     "change",
     "regression",
 )
-_TABLE_KEY = "__language_table__"
 
 
 def _paths(path: str | Path) -> tuple[Path, Path]:
@@ -192,9 +195,8 @@ def save_task(
         if baseline is not None:
             raise UserInputError("baseline arguments were given for an encoder backbone")
         encoder = backbone.encoder
-        keys = sorted(encoder.language_table)
-        if keys:
-            tensors[_TABLE_KEY] = torch.stack([encoder.language_table[k] for k in keys])
+        keys, table = pack_language_table(encoder)
+        tensors.update(table)
         encoder_header = {"config": encoder.config.to_dict(), "language_keys": keys}
         backbone_header = {
             "kind": "encoder",
@@ -302,7 +304,7 @@ def load_task_module(path: str | Path) -> TaskCheckpoint:
         raise CheckpointFormatError(
             f"{tensors_path}: not a readable safetensors file ({message})"
         ) from None
-    table = tensors.pop(_TABLE_KEY, None)
+    table = tensors.pop(LANGUAGE_TABLE_KEY, None)
     try:
         module.load_state_dict(tensors, strict=True)
     except RuntimeError:
@@ -313,9 +315,8 @@ def load_task_module(path: str | Path) -> TaskCheckpoint:
             f"{tensors_path}: tensors do not match the stored configuration (missing {missing}, "
             f"unexpected {unexpected}, or shapes differ)"
         ) from None
-    keys = (header.get("encoder") or {}).get("language_keys") or []
-    if encoder is not None and table is not None and keys:
-        encoder.set_language_embeddings(dict(zip(keys, table, strict=True)))
+    if encoder is not None:
+        unpack_language_table(encoder, table, (header.get("encoder") or {}).get("language_keys"))
     task, sensor, bands, steps, tile = facts
     return TaskCheckpoint(
         module=module.eval(),

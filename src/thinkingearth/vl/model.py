@@ -34,6 +34,11 @@ from torch import Tensor, nn
 from thinkingearth.data.transforms import Normaliser
 from thinkingearth.errors import UserInputError
 from thinkingearth.models import Encoder, EncoderConfig
+from thinkingearth.models.weights import (
+    LANGUAGE_TABLE_KEY,
+    pack_language_table,
+    unpack_language_table,
+)
 from thinkingearth.sensors import get_sensor
 from thinkingearth.vl.text import load_text_encoder
 
@@ -50,7 +55,6 @@ VL_FORMAT = "thinkingearth.vl_model"
 _FORMAT_VERSION = 1
 #: File stem a VL pretraining run writes in its output folder.
 VL_MODEL_STEM = "vl_model"
-_TABLE_KEY = "__language_table__"
 _META_KEYS = ("lon", "lat", "time", "gsd")
 
 
@@ -324,9 +328,7 @@ def save_vl_model(model: VLModel, path: str | Path) -> Path:
     tensors_path, json_path = _paths(path)
     tensors_path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    keys = sorted(model.encoder.language_table)
-    if keys:
-        tensors[_TABLE_KEY] = torch.stack([model.encoder.language_table[k] for k in keys])
+    tensors.update(pack_language_table(model.encoder)[1])
     header = model.describe()
     staging = tensors_path.parent / f".{tensors_path.stem}-{uuid.uuid4().hex[:8]}.partial"
     staging.mkdir()
@@ -424,15 +426,13 @@ def load_vl_model(path: str | Path, *, device: str | torch.device = "cpu") -> VL
         raise UserInputError(
             f"{json_path}: incomplete or invalid VL model JSON ({error})"
         ) from None
-    table = tensors.pop(_TABLE_KEY, None)
+    table = tensors.pop(LANGUAGE_TABLE_KEY, None)
     missing, unexpected = model.load_state_dict(tensors, strict=False, assign=True)
     if missing or unexpected:
         raise UserInputError(
             f"{tensors_path}: tensors do not match {json_path.name} (missing {missing[:3]}, "
             f"unexpected {unexpected[:3]})"
         )
-    keys = header.get("language_keys") or []
-    if table is not None and keys:
-        model.encoder.set_language_embeddings(dict(zip(keys, table, strict=True)))
+    unpack_language_table(model.encoder, table, header.get("language_keys"))
     model.sha256 = sha
     return model.to(device).eval()
