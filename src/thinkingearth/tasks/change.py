@@ -125,4 +125,4 @@ class ChangeTask(SegmentationTask):
             self.backbone_call("levels", image[:, t], _step_batch(batch, t))
             for t in range(image.shape[1])
         ]
-        return self.head(self.fusion(steps[:-1], steps[-1]), size)
+        return self.head(self.head_input(self.fusion(steps[:-1], steps[-1])), size)

@@ -14,10 +14,13 @@ A task checkpoint is two files side by side, as our encoder checkpoints
   the name of the task it was trained on) and its class names, the sensor, band names and number
   of acquisitions the module was trained with, the
   :class:`~thinkingearth.data.transforms.Normaliser` (``to_dict``) that turns raw stored values
-  (SAR as linear sigma0) into its inputs, and the tile size.
+  (SAR as linear sigma0) into its inputs, the tile size, and how the module estimates its
+  uncertainty (``uncertainty``: :meth:`~thinkingearth.tasks.variants.UncertaintyHead.to_dict`;
+  absent in checkpoints before format version 3, which load as ``none``).
 
 Only safetensors are read; nothing is unpickled. Every task module of
-:mod:`thinkingearth.tasks` is supported, on an
+:mod:`thinkingearth.tasks` is supported (and the uncertainty variants built through
+:func:`~thinkingearth.tasks.training.build_task_module`, rebuilt the same way), on an
 :class:`~thinkingearth.tasks.protocols.EncoderBackbone` or on a baseline of
 :mod:`thinkingearth.models.baselines` (for which ``save_task`` takes the ``baseline`` arguments,
 since a built network does not remember them).
@@ -56,6 +59,7 @@ from thinkingearth.tasks.protocols import EncoderBackbone, TaskModule
 from thinkingearth.tasks.regression import RegressionTask
 from thinkingearth.tasks.segmentation import SegmentationTask
 from thinkingearth.tasks.training import build_task_module
+from thinkingearth.tasks.variants import UncertaintyHead, get_uncertainty_builder
 
 __all__ = [
     "MODULE_KINDS",
@@ -68,7 +72,7 @@ __all__ = [
 
 #: Format marker of the JSON file.
 TASK_FORMAT: str = "thinkingearth.task"
-_FORMAT_VERSION = 2
+_FORMAT_VERSION = 3  # 3: the "uncertainty" key
 #: The scene predictor's tasks (a checkpoint may also name the task it was trained on).
 TASK_KINDS: tuple[str, ...] = ("flood", "water", "landcover")
 #: Module kinds a checkpoint can hold.
@@ -119,6 +123,9 @@ class TaskCheckpoint:
 
 
 def _module_kind(module: TaskModule) -> str:
+    declared = getattr(module, "task_kind", None)  # variants that wrap task modules say it
+    if declared in MODULE_KINDS:
+        return str(declared)
     if isinstance(module, ChangeTask):
         return "change"
     if isinstance(module, SegmentationTask):
@@ -188,6 +195,8 @@ def save_task(
     if tile <= 0:
         raise UserInputError(f"tile must be positive, got {tile}")
     backbone = module.backbone
+    # A clone per name: safetensors refuses tensors that share memory, and a module may hold one
+    # parameter under two names (e.g. an ensemble's shared frozen backbone); loading fills both.
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
     backbone_header: dict[str, Any]
     encoder_header: dict[str, Any] | None = None
@@ -223,9 +232,10 @@ def save_task(
         head_header["channels"] = int(
             decoder.classifier.in_channels if isinstance(decoder, UPerNet) else 128
         )
-    if isinstance(module, ChangeTask):
+    # By kind, not class: a wrapper such as an ensemble declares its kind and carries these.
+    if kind == "change":
         head_header["fusion"] = module.fusion_mode
-    if isinstance(module, RegressionTask):
+    if kind == "regression":
         head_header["target_mean"] = module.target_mean
         head_header["target_std"] = module.target_std
     tensors_path, config_path = _paths(path)
@@ -245,6 +255,7 @@ def save_task(
         "encoder": encoder_header,
         "backbone": backbone_header,
         "head": head_header,
+        "uncertainty": module.uncertainty_head.to_dict(),
     }
     # Tensors first, the JSON that names them last, each complete or absent (no half files).
     with atomic_file(tensors_path) as tmp:
@@ -283,7 +294,16 @@ def load_task_module(path: str | Path) -> TaskCheckpoint:
             )
     header = _header(config_path)
     try:
-        module, encoder = _rebuild(header)
+        uncertainty = UncertaintyHead.from_dict(header.get("uncertainty"))
+    except UserInputError as error:
+        raise CheckpointFormatError(f"{config_path}: {error}") from None
+    if not uncertainty.plain:  # a missing plugin is named, not reported as a damaged file
+        try:
+            get_uncertainty_builder(uncertainty.uncertainty)
+        except UserInputError as error:
+            raise UserInputError(f"{config_path}: {error}") from None
+    try:
+        module, encoder = _rebuild(header, uncertainty)
         normaliser = Normaliser.from_dict(header["normaliser"])
         classes = tuple(str(c) for c in header["classes"])
         facts = (
@@ -339,8 +359,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _rebuild(header: Mapping[str, Any]) -> tuple[TaskModule, Encoder | None]:
-    """The module a header describes, with fresh weights (format versions 1 and 2)."""
+def _rebuild(
+    header: Mapping[str, Any], uncertainty: UncertaintyHead
+) -> tuple[TaskModule, Encoder | None]:
+    """The module a header describes, with fresh weights (format versions 1 to 3)."""
     head = header["head"]
     backbone_cfg = header["backbone"]
     kind = str(header["module"])
@@ -383,5 +405,6 @@ def _rebuild(header: Mapping[str, Any]) -> tuple[TaskModule, Encoder | None]:
         fusion=head.get("fusion") or "diff",
         target_stats=(float(head.get("target_mean", 0.0)), float(head.get("target_std", 1.0))),
         head=head.get("kind"),
+        uncertainty=uncertainty,
     )
     return module, encoder

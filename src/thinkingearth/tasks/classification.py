@@ -62,14 +62,19 @@ class ClassificationTask(TaskModule):
         super().__init__(backbone, protocol, lr, weight_decay, warmup, class_names)
         self.num_classes = int(num_classes)
         self.multilabel = bool(multilabel)
-        self.head = LinearHead(backbone.embed_dim, self.num_classes)
+        self.head = LinearHead(backbone.embed_dim, self.head_outputs(self.num_classes))
         self.val_metrics = classification_metrics(self.num_classes, self.multilabel)
         self.test_metrics = classification_metrics(self.num_classes, self.multilabel)
 
     def forward(self, batch: Mapping[str, Any]) -> Tensor:
         """Logits ``[B, K]`` of a batch."""
         features = self.backbone_call("pooled", batch["image"], batch)
-        return self.head(features)
+        return self.head(self.head_input(features))
+
+    def predictive(self, batch: Mapping[str, Any], sample: int) -> Tensor:
+        """Class probabilities ``[B, K]`` (softmax; sigmoid per label for multi-label)."""
+        logits = self(batch)
+        return logits.sigmoid() if self.multilabel else logits.softmax(dim=1)
 
     def step(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
         """Loss, scores (probabilities for multi-label, logits otherwise) and targets."""

@@ -3,8 +3,9 @@
 A configuration names the data (a reader of :mod:`thinkingearth.data.readers`, its root,
 options and splits), the task (kind, classes, ignore index), the model (an encoder by registry
 name, published weights name or checkpoint path; or a supervised baseline), the protocol, the
-label fraction, the optimiser and the schedule. Unknown keys at any depth, wrong types and
-out-of-range values are one-line errors before any data is read
+label fraction, the optimiser and the schedule, and how the model estimates its uncertainty
+(``head:``, :class:`~thinkingearth.tasks.variants.UncertaintyHead`). Unknown keys at any
+depth, wrong types and out-of-range values are one-line errors before any data is read
 (:mod:`thinkingearth.configfile`); ``base: NAME_OR_FILE`` starts from another configuration.
 
 Shipped configurations (:func:`list_finetune_configs`): ``synthetic-flood``,
@@ -19,6 +20,7 @@ Example::
     data: {reader: kurosiwo, batch_size: 16}
     model: {encoder: copernicusfm_base, decoder_channels: 256}
     protocol: frozen-upernet
+    head: {uncertainty: heteroscedastic, samples: 100, temperature: 1.0}
     trainer: {max_steps: 4000, val_every: 500, accelerator: auto}
 """
 
@@ -34,6 +36,7 @@ from thinkingearth.data.readers import LABELLED_READERS, ReaderName, reader_opti
 from thinkingearth.errors import UserInputError
 from thinkingearth.models.baselines import BASELINES, TaskKind
 from thinkingearth.tasks.protocols import Protocol
+from thinkingearth.tasks.variants import UncertaintyHead, get_uncertainty_builder
 
 __all__ = [
     "DataSection",
@@ -224,6 +227,8 @@ class FinetuneConfig:
         seed: Seed of the initialisation, the label subset and the data order.
         optim: Optimiser.
         trainer: Schedule and devices.
+        head: How the model estimates its uncertainty (``uncertainty: none`` by default; the
+            other methods come from :mod:`thinkingearth.uncertainty`).
     """
 
     name: str = "custom"
@@ -235,6 +240,7 @@ class FinetuneConfig:
     seed: int = 0
     optim: OptimSection = field(default_factory=OptimSection)
     trainer: TrainerSection = field(default_factory=TrainerSection)
+    head: UncertaintyHead = field(default_factory=UncertaintyHead)
 
     @property
     def lr(self) -> float:
@@ -327,6 +333,8 @@ class FinetuneConfig:
         _positive("trainer.devices", tr.devices)
         if tr.threads is not None:
             _positive("trainer.threads", tr.threads)
+        if not self.head.plain:  # a method that is not installed fails before any data is read
+            get_uncertainty_builder(self.head.uncertainty)
         return self
 
 

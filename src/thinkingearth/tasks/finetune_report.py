@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -173,8 +173,12 @@ def write_report(
     record: Mapping[str, Any],
     confusion: torch.Tensor | None,
     log_csv: Path,
+    sections: Sequence[str] = (),
 ) -> Path:
-    """Write ``OUT/report.md`` (and its figures) for a finished run; returns its path."""
+    """Write ``OUT/report.md`` (and its figures) for a finished run; returns its path.
+
+    ``sections`` (markdown, e.g. from the test evaluations) are appended in order.
+    """
     metrics: Mapping[str, float] = record["metrics"]
     primary = str(record["primary_metric"])
     classes = tuple(config.task.classes)
@@ -194,7 +198,8 @@ def write_report(
         f"{record['val_samples']} validation ({record['validation']}), "
         f"{record['test_samples']} test",
         f"- model: `{record['model']}`, protocol {config.protocol}, normalisation "
-        f"{record['normalisation']}, seed {config.seed}",
+        f"{record['normalisation']}, seed {config.seed}"
+        + ("" if config.head.plain else f", uncertainty head {config.head.uncertainty}"),
         f"- training: {record['steps']} steps; the saved weights are those of step "
         f"{record['best_step']}, best validation {primary} {_num(record['best_val'])} "
         "(model selection on the validation split only)",
@@ -242,6 +247,8 @@ def write_report(
             ],
             "",
         ]
+    for section in sections:
+        lines += [section.rstrip(), ""]
     path = out / "report.md"
     with atomic_file(path) as tmp:
         tmp.write_text("\n".join(lines), encoding="utf-8")

@@ -6,16 +6,23 @@ the reader has no validation split), normalises every image with the one
 :class:`~thinkingearth.data.transforms.Normaliser` of the toolkit, trains the task module of the
 task kind under the protocol (AdamW, warm-up then cosine decay), validates every
 ``trainer.val_every`` steps and keeps the best validation weights, then scores the test split
-with those weights.
+with those weights. Then every test evaluation installed in the entry-point group
+``thinkingearth.test_evaluations`` (:func:`thinkingearth.tasks.variants.test_evaluations`; the
+uncertainty evaluation of :mod:`thinkingearth.uncertainty`) runs on the test split with the saved
+model: its metrics join ``metrics.json``, its section ``report.md``. An evaluation that fails is
+reported in ``report.md`` and the log (and under ``run.evaluation_errors`` in ``metrics.json``);
+the saved model and the other results stay.
 
 Output folder ``OUT``::
 
     OUT/model.safetensors, OUT/model.json   the task checkpoint (tasks.checkpoint.save_task):
                                             ``thinkingearth predict --weights OUT/model``
     OUT/metrics.json                        test metrics under the keys of bench's results.csv
-                                            (miou, water_f1, f1/flood, map, oa, rmse, ...), and
+                                            (miou, water_f1, f1/flood, map, oa, rmse, ...; with
+                                            the test evaluations' keys, e.g. ece, nll), and
                                             "run": steps, kept step, samples, time
-    OUT/report.md                           curves, per-class table, confusion matrix
+    OUT/report.md                           curves, per-class table, confusion matrix, and a
+                                            section per test evaluation
     OUT/training_curve.png, OUT/confusion_matrix.png
     OUT/config.yaml                         the resolved configuration
     OUT/checkpoints/step-*.ckpt             resumable checkpoints (``--resume``)
@@ -34,6 +41,7 @@ new run's data and model are checked).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -58,8 +66,11 @@ from thinkingearth.tasks.training import (
     fit_normaliser,
     target_stats_of,
 )
+from thinkingearth.tasks.variants import TestEvaluation, UncertaintyHead, test_evaluations
 
 __all__ = ["FinetuneResult", "StepBatchSampler", "finetune", "resolve_config"]
+
+_logger = logging.getLogger(__name__)
 
 #: Settings that may differ between a run and its ``--resume``.
 RESUMABLE_CHANGES: frozenset[str] = frozenset(
@@ -90,6 +101,9 @@ RUN_OUTPUTS: tuple[str, ...] = (
     "report.md",
     "training_curve.png",
     "confusion_matrix.png",
+    # Figures of the uncertainty test evaluation (thinkingearth.uncertainty.evaluation).
+    "reliability.png",
+    "discard.png",
 )
 
 
@@ -320,6 +334,7 @@ def _module(config: FinetuneConfig, net: Any, train: Dataset[dict[str, Any]]) ->
         warmup=config.optim.warmup,
         fusion=config.model.fusion,
         target_stats=target_stats_of(train) if t.kind == "regression" else (0.0, 1.0),
+        uncertainty=config.head,
     )
 
 
@@ -418,6 +433,8 @@ def _check_same_config(out: Path, config: FinetuneConfig) -> None:
     if not saved_path.is_file():
         return
     saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+    # Runs from before the head section trained the plain (deterministic) head.
+    saved.setdefault("head", UncertaintyHead().to_dict())
     from thinkingearth.runs import check_same_config  # runs imports Lightning: lazily
 
     check_same_config(
@@ -719,6 +736,7 @@ def finetune(
             precision=t.precision,
         )
         evaluator.test(module, dataloaders=eval_loader(test), verbose=False)
+        device = evaluator.strategy.root_device  # where the test evaluations run too
     metrics = dict(module.test_results)
     from thinkingearth.tasks.finetune_report import confusion_matrix, write_report
 
@@ -735,12 +753,19 @@ def finetune(
         acquisitions=time_steps,
         baseline=baseline_args,
     )
+    # After the model is saved: an evaluation that fails costs its own results only. It runs
+    # on the device the model was trained on (a real test split is slow on the CPU).
+    extra, sections, errors = _run_test_evaluations(
+        module.to(device), eval_loader(test), config, out, metrics, say
+    )
+    module.cpu()
     record = {
         "config": config.name,
         "task": config.task.name,
         "kind": config.task.kind,
         "model": model_name,
         "protocol": config.protocol,
+        "uncertainty": config.head.uncertainty,
         "fraction": config.fraction,
         "seed": config.seed,
         "primary_metric": metric,
@@ -754,13 +779,19 @@ def finetune(
         "validation": splits.val_source,
         "normalisation": type(normaliser).mode(sensor, bands),
         "seconds": round(time.perf_counter() - began, 2),
-        "metrics": metrics,
+        "metrics": metrics,  # the task's own (the report's table; evaluations have sections)
     }
+    metrics = {**metrics, **extra}
     metrics_path = out / "metrics.json"
     # The test metrics at the top level, under bench's results.csv keys; the run beside them.
-    document = {**metrics, "run": {k: v for k, v in record.items() if k != "metrics"}}
+    run = {k: v for k, v in record.items() if k != "metrics"}
+    if errors:
+        run["evaluation_errors"] = errors
+    document = {**metrics, "run": run}
     _write_text(metrics_path, json.dumps(_finite(document), indent=2) + "\n")
-    report = write_report(out, config, record, confusion, log_csv=out / "logs" / "csv")
+    report = write_report(
+        out, config, record, confusion, log_csv=out / "logs" / "csv", sections=sections
+    )
     say(
         f"[finetune] test {metric} {metrics.get(metric, math.nan):.4f} (weights of step "
         f"{best.step}); model: {model_path}"
@@ -776,6 +807,62 @@ def finetune(
         seconds=time.perf_counter() - began,
         resumed_from=resumed_from,
     )
+
+
+def _run_test_evaluations(
+    module: TaskModule,
+    loader: DataLoader[Any],
+    config: FinetuneConfig,
+    out: Path,
+    metrics: Mapping[str, float],
+    say: Callable[[str], None],
+) -> tuple[dict[str, float], list[str], dict[str, str]]:
+    """Run every test evaluation on the test split.
+
+    Args:
+        module: The saved model.
+        loader: The test split.
+        config: The run's configuration.
+        out: The run folder (evaluations write their figures there).
+        metrics: The task's test metrics (an evaluation may not replace them).
+        say: The progress log.
+
+    Returns:
+        The evaluations' metrics, their report sections (markdown) in evaluation order, and
+        ``{name: error}`` for those that failed (their section says so; nothing is raised).
+    """
+    extra: dict[str, float] = {}
+    sections: list[str] = []
+    errors: dict[str, str] = {}
+    for name, evaluate in test_evaluations().items():
+        say(f"[finetune] test evaluation {name} ...")
+        try:
+            result = evaluate(
+                module,
+                loader,
+                config.task.kind,
+                ignore_index=config.task.ignore_index,
+                out=out,
+            )
+            if not isinstance(result, TestEvaluation):
+                raise TypeError(f"returned {type(result).__name__}, not a TestEvaluation")
+            clash = sorted(set(result.metrics) & (set(metrics) | set(extra)))
+            if clash:
+                raise ValueError(f"its metric keys {clash} are the task's or another's")
+        except Exception as error:  # a plugin's failure must not lose the trained model
+            message = f"{type(error).__name__}: {error}".splitlines()[0]
+            errors[name] = message
+            _logger.warning("test evaluation %s failed", name, exc_info=True)
+            say(f"[finetune] test evaluation {name} FAILED ({message}); its results are missing")
+            sections.append(
+                f"## Test evaluation {name}: failed\n\n"
+                f"The evaluation raised `{message}`; its metrics are not in metrics.json.\n"
+            )
+            continue
+        extra.update({k: float(v) for k, v in result.metrics.items()})
+        if result.markdown:
+            sections.append(result.markdown.rstrip() + "\n")
+    return extra, sections, errors
 
 
 def _finite(value: Any) -> Any:

@@ -15,9 +15,11 @@ gradients. Label fractions train on a seeded random subset of the training split
 (:func:`label_fraction_indices`).
 
 This module also holds what every task module shares (:class:`TaskModule`): the protocol, the
-optimiser (AdamW with linear warm-up then cosine decay, over the trainable parameters only), and
-metric logging at the end of validation and test epochs; and :class:`EncoderBackbone`, which
-presents the any-sensor encoder to task heads like any other :class:`Backbone`.
+optimiser (AdamW with linear warm-up then cosine decay, over the trainable parameters only),
+metric logging at the end of validation and test epochs, and the predictive distributions
+(:meth:`TaskModule.predictive_samples`) that uncertainty estimates are computed from; and
+:class:`EncoderBackbone`, which presents the any-sensor encoder to task heads like any other
+:class:`Backbone`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from thinkingearth.errors import UserInputError
 from thinkingearth.models.baselines import Backbone, DenseModel, level_indices
 from thinkingearth.models.encoder import Encoder
 from thinkingearth.tasks.metrics import to_dict
+from thinkingearth.tasks.variants import UncertaintyHead
 
 __all__ = [
     "PROTOCOLS",
@@ -44,6 +47,7 @@ __all__ = [
     "TaskModule",
     "check_protocol",
     "label_fraction_indices",
+    "output_size",
 ]
 
 Protocol = Literal["linear-probe", "frozen-upernet", "finetune"]
@@ -242,7 +246,18 @@ class TaskModule(L.LightningModule):
         test_results: Flat metric values of the last test epoch (``{"miou": ..., "iou/flood":
             ...}``).
         val_results: Same for the last validation epoch.
+        uncertainty_head: How the module estimates uncertainty; the plain modules of
+            :mod:`thinkingearth.tasks` are ``UncertaintyHead()`` (deterministic), variants from
+            :mod:`thinkingearth.uncertainty` set their own.
+
+    Hooks for variants (subclasses that estimate uncertainty override these rather than the
+    constructors): :meth:`head_outputs` (channels the head builds), :meth:`head_input` (what the
+    head receives), :meth:`predictive` and :meth:`predictive_sample_count` (what
+    :meth:`predictive_samples` stacks).
     """
+
+    #: The plain module's head: deterministic (an instance attribute in variants).
+    uncertainty_head: UncertaintyHead = UncertaintyHead()
 
     def __init__(
         self,
@@ -324,6 +339,67 @@ class TaskModule(L.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
+    # ------------------------------------------------------------------ hooks for variants
+
+    def head_outputs(self, outputs: int) -> int:
+        """Output channels the head builds for ``outputs`` task outputs.
+
+        ``outputs`` is the number of classes (labels; 1 for regression). Called from the
+        constructor, after :class:`TaskModule` is initialised and before the head is built, so
+        an override may read only attributes set before that (class attributes, or instance
+        attributes assigned before ``super().__init__``). A heteroscedastic head returns
+        ``2 * outputs`` (logits and scales; mean and variance). A complete
+        :class:`~thinkingearth.models.baselines.DenseModel` must have this many outputs.
+        """
+        return outputs
+
+    def head_input(self, features: Any) -> Any:
+        """What the head receives, given the backbone's output (identity here).
+
+        ``features`` is the pooled ``[B, D]`` tensor (classification) or the list of level maps
+        ``[B, C_i, h_i, w_i]`` (dense tasks; for change detection the fused maps). Not called
+        for a complete :class:`~thinkingearth.models.baselines.DenseModel` (it has no separate
+        head). MC dropout applies its dropout here.
+        """
+        return features
+
+    def predictive_sample_count(self) -> int:
+        """How many weight samples :meth:`predictive_samples` draws (1: deterministic)."""
+        return 1
+
+    def predictive(self, batch: Batch, sample: int) -> Tensor:
+        """The predictive distribution of weight sample ``sample`` (``0 <= sample < S``).
+
+        Shapes and meaning as one entry of :meth:`predictive_samples`; called in eval mode
+        without gradients.
+        """
+        raise NotImplementedError
+
+    def predictive_samples(self, batch: Batch) -> Tensor:
+        """Predictive distributions per weight sample, ``[S, B, K, *spatial]``.
+
+        Computed without gradients in eval mode (the mode is restored afterwards):
+
+        * classification, segmentation, change: class probabilities (they sum to 1 over ``K``);
+        * multi-label: per-label probabilities (sigmoid), ``[S, B, K]``;
+        * regression: ``[S, B, 2, H, W]``, channel 0 the mean and channel 1 the variance in the
+          target's units (variance 0 for a deterministic model).
+
+        Dense outputs are at the size of ``batch["mask"]`` (regression: ``batch["target"]``)
+        when the batch has it, else at the image size. ``S`` is
+        :meth:`predictive_sample_count` (1 for the plain modules, whose one entry is their
+        deterministic prediction).
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                return torch.stack(
+                    [self.predictive(batch, s) for s in range(self.predictive_sample_count())]
+                )
+        finally:
+            self.train(was_training)
+
     # ------------------------------------------------------------------ steps
 
     def step(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
@@ -361,6 +437,16 @@ class TaskModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         """Log every test metric (``test/<name>``) and keep them in :attr:`test_results`."""
         self.test_results = self._finish(self.test_metrics, "test")
+
+
+def output_size(batch: Batch, key: str) -> tuple[int, int]:
+    """The grid of a dense prediction: that of ``batch[key]`` (mask, target) if present, else
+    the image's."""
+    value = batch.get(key)
+    if isinstance(value, Tensor) and value.ndim >= 2:
+        return (int(value.shape[-2]), int(value.shape[-1]))
+    image = batch["image"]
+    return (int(image.shape[-2]), int(image.shape[-1]))
 
 
 def _batch_size(batch: Batch) -> int:

@@ -24,7 +24,7 @@ from thinkingearth.errors import UserInputError
 from thinkingearth.models.baselines import Backbone, DenseModel
 from thinkingearth.models.heads import DenseHead, DenseHeadKind
 from thinkingearth.tasks.metrics import regression_metrics
-from thinkingearth.tasks.protocols import Protocol, TaskModule
+from thinkingearth.tasks.protocols import Protocol, TaskModule, output_size
 from thinkingearth.tasks.segmentation import head_for
 
 __all__ = ["RegressionTask", "target_stats"]
@@ -93,9 +93,10 @@ class RegressionTask(TaskModule):
         self.target_std = float(target_std)
         self.head: DenseHead | None = None
         if isinstance(backbone, DenseModel):
-            if backbone.num_outputs != 1:
+            if backbone.num_outputs != self.head_outputs(1):
                 raise ValueError(
-                    f"a regression DenseModel needs 1 output; got {backbone.num_outputs}"
+                    f"a regression DenseModel needs {self.head_outputs(1)} output(s); got "
+                    f"{backbone.num_outputs}"
                 )
         else:
             if not backbone.level_channels:
@@ -103,7 +104,7 @@ class RegressionTask(TaskModule):
             self.head = DenseHead(
                 backbone.level_channels,
                 backbone.level_strides,
-                1,
+                self.head_outputs(1),
                 kind=head or head_for(self.protocol),
                 channels=decoder_channels,
             )
@@ -111,12 +112,13 @@ class RegressionTask(TaskModule):
         self.test_metrics = regression_metrics()
 
     def standardised(self, image: Tensor, batch: Mapping[str, Any], size: Sequence[int]) -> Tensor:
-        """Predictions ``[B, 1, *size]`` in standardised units."""
+        """Head outputs ``[B, head_outputs(1), *size]`` in standardised units (plain: the
+        prediction, ``[B, 1, *size]``)."""
         if isinstance(self.backbone, DenseModel):
             out = self.backbone(image, batch)
         else:
             assert self.head is not None
-            return self.head(self.backbone_call("levels", image, batch), size)
+            return self.head(self.head_input(self.backbone_call("levels", image, batch)), size)
         if tuple(out.shape[-2:]) != tuple(size):
             out = F.interpolate(out, size=tuple(size), mode="bilinear", align_corners=False)
         return out
@@ -126,6 +128,13 @@ class RegressionTask(TaskModule):
         image = batch["image"]
         z = self.standardised(image, batch, image.shape[-2:])
         return z * self.target_std + self.target_mean
+
+    def predictive(self, batch: Mapping[str, Any], sample: int) -> Tensor:
+        """Mean and variance ``[B, 2, H, W]`` in target units at the target's size (else the
+        image's); the variance is 0 (a deterministic prediction)."""
+        z = self.standardised(batch["image"], batch, output_size(batch, "target"))
+        mean = z * self.target_std + self.target_mean
+        return torch.cat([mean, torch.zeros_like(mean)], dim=1)
 
     def step(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
         """Loss over finite targets, predictions in target units, targets ``[B, 1, H, W]``."""

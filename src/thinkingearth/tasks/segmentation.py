@@ -20,7 +20,7 @@ from torchmetrics import MetricCollection
 from thinkingearth.models.baselines import Backbone, DenseModel
 from thinkingearth.models.heads import DenseHead, DenseHeadKind
 from thinkingearth.tasks.metrics import segmentation_metrics
-from thinkingearth.tasks.protocols import Protocol, TaskModule
+from thinkingearth.tasks.protocols import Protocol, TaskModule, output_size
 
 __all__ = ["SegmentationTask", "head_for"]
 
@@ -71,10 +71,10 @@ class SegmentationTask(TaskModule):
         self.ignore_index = ignore_index
         self.head: DenseHead | None = None
         if isinstance(backbone, DenseModel):
-            if backbone.num_outputs != self.num_classes:
+            if backbone.num_outputs != self.head_outputs(self.num_classes):
                 raise ValueError(
                     f"{type(backbone).__name__} has {backbone.num_outputs} outputs; the task has "
-                    f"{self.num_classes} classes"
+                    f"{self.num_classes} classes ({self.head_outputs(self.num_classes)} outputs)"
                 )
         else:
             if not backbone.level_channels:
@@ -82,7 +82,7 @@ class SegmentationTask(TaskModule):
             self.head = DenseHead(
                 self.head_channels(backbone.level_channels),
                 backbone.level_strides,
-                self.num_classes,
+                self.head_outputs(self.num_classes),
                 kind=head or head_for(self.protocol),
                 channels=decoder_channels,
             )
@@ -104,12 +104,17 @@ class SegmentationTask(TaskModule):
                 out = F.interpolate(out, size=tuple(size), mode="bilinear", align_corners=False)
             return out
         assert self.head is not None
-        return self.head(self.backbone_call("levels", image, batch), size)
+        return self.head(self.head_input(self.backbone_call("levels", image, batch)), size)
 
     def forward(self, batch: Mapping[str, Any]) -> Tensor:
         """Logits ``[B, K, H, W]`` at the image size."""
         image = batch["image"]
         return self.logits(image, batch, image.shape[-2:])
+
+    def predictive(self, batch: Mapping[str, Any], sample: int) -> Tensor:
+        """Class probabilities ``[B, K, H, W]`` at the mask's size (else the image's)."""
+        size = output_size(batch, "mask")
+        return self.logits(batch["image"], batch, size).softmax(dim=1)
 
     def step(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
         """Cross-entropy (ignore index skipped), logits and mask."""

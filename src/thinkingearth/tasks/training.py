@@ -26,6 +26,7 @@ from thinkingearth.models.baselines import Backbone, DenseModel, TaskKind
 from thinkingearth.models.heads import DenseHeadKind
 from thinkingearth.tasks.metrics import KURO_SIWO_IGNORE_INDEX
 from thinkingearth.tasks.protocols import TaskModule, check_protocol
+from thinkingearth.tasks.variants import UncertaintyHead, get_uncertainty_builder
 
 __all__ = [
     "CLASSIFICATION_KINDS",
@@ -119,11 +120,18 @@ def build_task_module(
     fusion: Literal["diff", "concat"] = "diff",
     target_stats: tuple[float, float] = (0.0, 1.0),
     head: DenseHeadKind | None = None,
+    uncertainty: UncertaintyHead | None = None,
 ) -> TaskModule:
     """The task module of ``kind`` around ``net``.
 
     Change detection with Kuro Siwo's classes (3, ignore index 3) reports the flood metrics
     (water F1, flood IoU/F1); other class sets report segmentation metrics.
+
+    With an uncertainty method other than ``none``, the module comes from that method's builder
+    (:func:`thinkingearth.tasks.variants.get_uncertainty_builder`), called as
+    ``builder(kind, net, head=uncertainty, **every other keyword argument here)``, where
+    ``head`` is the :class:`UncertaintyHead` and the dense head kind is passed as
+    ``dense_head``.
 
     Args:
         kind: ``classification``, ``multilabel``, ``segmentation``, ``change`` or ``regression``.
@@ -140,6 +148,11 @@ def build_task_module(
         target_stats: Mean and standard deviation of regression targets.
         head: Dense head kind (default: by protocol, see
             :func:`thinkingearth.tasks.segmentation.head_for`).
+        uncertainty: How the module estimates uncertainty (``None``: the plain module).
+
+    Raises:
+        UserInputError: For an unknown protocol, or an uncertainty method that is not installed
+            or does not support this kind or network.
     """
     from thinkingearth.tasks.change import ChangeTask
     from thinkingearth.tasks.classification import ClassificationTask
@@ -147,6 +160,35 @@ def build_task_module(
     from thinkingearth.tasks.segmentation import SegmentationTask
 
     p = check_protocol(protocol)
+    if uncertainty is not None and not uncertainty.plain:
+        builder = get_uncertainty_builder(uncertainty.uncertainty)
+        module = builder(
+            kind,
+            net,
+            head=uncertainty,
+            num_classes=num_classes,
+            protocol=p,
+            lr=lr,
+            class_names=class_names,
+            ignore_index=ignore_index,
+            decoder_channels=decoder_channels,
+            weight_decay=weight_decay,
+            warmup=warmup,
+            fusion=fusion,
+            target_stats=target_stats,
+            dense_head=head,
+        )
+        if not isinstance(module, TaskModule):
+            raise TypeError(
+                f"the {uncertainty.uncertainty} builder returned {type(module).__name__}, "
+                "not a TaskModule"
+            )
+        if module.uncertainty_head != uncertainty:
+            raise TypeError(
+                f"the {uncertainty.uncertainty} builder must set module.uncertainty_head to the "
+                "head it was given (checkpoints store it)"
+            )
+        return module
     names = tuple(class_names) if class_names else None
     common: dict[str, Any] = dict(protocol=p, lr=lr, weight_decay=weight_decay, warmup=warmup)
     if kind in CLASSIFICATION_KINDS:
