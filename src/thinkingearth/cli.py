@@ -628,6 +628,15 @@ def predict(
             "--weights on the any-sensor encoder only).",
         ),
     ] = "fp32",
+    uncertainty: Annotated[
+        str,
+        typer.Option(
+            "--uncertainty",
+            help="What NAME_uncertainty.tif holds, in nats: total (one band, entropy) or split "
+            "(entropy, aleatoric, epistemic; trained --weights only: the epistemic part comes "
+            "from their weight samples, MC dropout or an ensemble); case-insensitive.",
+        ),
+    ] = "total",
     as_json: Json = False,
 ) -> None:
     """Map a whole scene (or many) to a georeferenced COG with classes and uncertainty."""
@@ -639,6 +648,9 @@ def predict(
 
     if task not in TASKS:
         raise UserInputError(f"unknown task {task!r}; expected one of: {', '.join(TASKS)}")
+    from thinkingearth.infer.predictor import check_uncertainty, parse_uncertainty
+
+    uncertainty_output = parse_uncertainty(uncertainty)
     # The output is checked before any model is loaded or pixel read.
     from thinkingearth.fileio import check_new_file, check_writable_parent
 
@@ -728,6 +740,7 @@ def predict(
         from thinkingearth.infer.threshold import threshold_model
 
         scene_model = threshold_model(task)  # type: ignore[arg-type]
+    check_uncertainty(scene_model, uncertainty_output)
     changes = {
         k: v
         for k, v in (("tile", tile), ("overlap", overlap), ("batch_size", batch_size))
@@ -767,6 +780,7 @@ def predict(
                     scheduler=scheduler,
                     workers=workers,
                     log=echo,
+                    uncertainty=uncertainty_output,
                 )
             except (KeyboardInterrupt, Terminated):
                 # Workers stopped mid-scene leave their temporary files: sweep them here.
@@ -818,6 +832,7 @@ def predict(
             quicklook=quicklook,
             device=torch_device,
             log=echo,
+            uncertainty=uncertainty_output,
         )
     fractions = dict(zip(scene_model.classes, result_one.class_fractions, strict=True))
     if as_json:

@@ -38,12 +38,15 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from thinkingearth.data.scene import Acquisition, SarUnitsOption, SourceFile
 from thinkingearth.errors import UserInputError
 from thinkingearth.infer.model import SceneModel, Task
 from thinkingearth.sensors import get_sensor
+
+if TYPE_CHECKING:
+    from thinkingearth.infer.predictor import UncertaintyOutput
 
 __all__ = [
     "BatchResult",
@@ -254,11 +257,13 @@ def run_job(
     overwrite: bool,
     threads: int | None,
     command: str | None = None,
+    uncertainty: UncertaintyOutput = "total",
 ) -> tuple[str, str, str]:
     """Predict one scene (on a Dask worker): ``(status, name, detail)``.
 
     ``command`` is the client's command line, recorded in the outputs' tags (a worker's own
-    ``sys.argv`` is the worker's).
+    ``sys.argv`` is the worker's); ``uncertainty`` is ``predict_scene``'s (``total`` or
+    ``split``).
 
     ``status`` is ``done`` (``detail``: the time taken, and the acquisitions whose date a
     metadata model got as unknown), ``skipped`` (the output exists) or ``failed`` (a user error,
@@ -274,7 +279,13 @@ def run_job(
         torch.set_num_threads(threads)
     try:
         result = predict_scene(
-            model, job.inputs, job.out, sar_units=sar_units, quicklook=quicklook, command=command
+            model,
+            job.inputs,
+            job.out,
+            sar_units=sar_units,
+            quicklook=quicklook,
+            command=command,
+            uncertainty=uncertainty,
         )
     except UserInputError as exc:
         return ("failed", job.name, str(exc))
@@ -298,6 +309,7 @@ def predict_many(
     processes: bool | None = None,
     connect_timeout: float = 20.0,
     log: Callable[[str], None] | None = None,
+    uncertainty: UncertaintyOutput = "total",
 ) -> BatchResult:
     """Predict every job on a Dask cluster, skipping jobs whose output exists.
 
@@ -314,19 +326,28 @@ def predict_many(
             processes when there is more than one worker).
         connect_timeout: seconds to wait for a running scheduler.
         log: where progress lines go.
+        uncertainty: what each scene's uncertainty file holds: ``total`` (the entropy) or
+            ``split`` (entropy, aleatoric, epistemic; models with trained weights).
 
     Returns:
         A :class:`BatchResult`; a failed scene does not stop the others.
 
     Raises:
         UserInputError: scenes whose number of acquisitions the model does not take
-            (:func:`~thinkingearth.infer.predictor.check_acquisitions`), before anything is
-            written; or a cluster that cannot be reached.
+            (:func:`~thinkingearth.infer.predictor.check_acquisitions`), or ``split`` for a
+            model without trained weights, before anything is written; or a cluster that
+            cannot be reached.
     """
-    from thinkingearth.infer.predictor import check_acquisitions
+    from thinkingearth.infer.predictor import (
+        check_acquisitions,
+        check_uncertainty,
+        parse_uncertainty,
+    )
 
     say = log or (lambda _m: None)
     start = time.perf_counter()
+    uncertainty = parse_uncertainty(uncertainty, "uncertainty")
+    check_uncertainty(model, uncertainty)
     for job in jobs:
         try:
             check_acquisitions(model, job.inputs)
@@ -387,6 +408,7 @@ def predict_many(
                     overwrite,
                     threads,
                     command,
+                    uncertainty,
                     key=f"predict-{job.name}-{token}",
                     pure=False,
                 )

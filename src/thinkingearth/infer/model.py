@@ -15,6 +15,13 @@ as ``network(x, meta)``, ``meta`` a dict of CPU float64 tensors, one value per t
 in the Sample contract. Networks without the flag (the threshold model, any callable) are called
 with the tiles alone.
 
+A model whose predictions average several weight samples (a task checkpoint with MC dropout or
+a deep ensemble, :attr:`SceneModel.weight_samples` > 1) also gives a
+:attr:`SceneModel.split_network`: the same inputs to ``[B, K + 1, h, w]``, the class
+probabilities averaged over the weight samples and, last, the expected entropy over the samples
+(nats), which ``predict --uncertainty split`` blends beside them to separate the aleatoric from
+the epistemic uncertainty (:func:`~thinkingearth.infer.predictor.predict_scene`).
+
 A model that must look at the whole scene first (the Otsu thresholds of
 :mod:`thinkingearth.infer.threshold`) gives a ``calibrate`` function: the predictor reads the
 scene once at reduced resolution (at most ``calibration_side`` px a side), hands it over, and
@@ -133,6 +140,15 @@ class SceneModel:
         tags: extra ``key=value`` metadata written into the output file.
         metadata: the network takes per-tile metadata (location, ground sample distance,
             acquisition dates) as a second argument.
+        uncertainty_method: how the network's weights estimate uncertainty (a task
+            checkpoint's ``head.uncertainty``: ``none``, ``heteroscedastic``, ``mc_dropout``,
+            ``ensemble``); ``None`` for models without trained weight samples (the threshold
+            models, zero-shot), which cannot split the entropy.
+        weight_samples: weight samples ``S`` each prediction averages (1: deterministic or
+            heteroscedastic weights; the epistemic part is then not modelled).
+        split_network: like :attr:`network`, but returning ``[B, K + 1, h, w]``: the class
+            probabilities averaged over the weight samples, then the expected entropy over the
+            samples in nats; needed when :attr:`weight_samples` > 1.
     """
 
     network: Network | MetaNetwork
@@ -155,6 +171,9 @@ class SceneModel:
     calibration_side: int = 1024
     tags: Mapping[str, str] = field(default_factory=dict)
     metadata: bool = False
+    uncertainty_method: str | None = None
+    weight_samples: int = 1
+    split_network: Network | MetaNetwork | None = None
 
     def __post_init__(self) -> None:
         if self.task not in get_args(Task):
@@ -200,6 +219,22 @@ class SceneModel:
                 )
         if self.std is not None and not all(s > 0 for s in self.std):
             raise UserInputError(f"std must be positive, got {self.std}")
+        if self.weight_samples < 1:
+            raise UserInputError(f"weight samples must be at least 1, got {self.weight_samples}")
+        if self.weight_samples > 1 and self.split_network is None:
+            raise UserInputError(
+                f"a model averaging {self.weight_samples} weight samples needs a split_network "
+                "(probabilities and expected entropy) to split its uncertainty"
+            )
+
+    @property
+    def splits_uncertainty(self) -> bool:
+        """Whether ``predict --uncertainty split`` can separate aleatoric from epistemic.
+
+        True for trained weights (:attr:`uncertainty_method` set), whose weight samples the
+        split is defined over; with one sample the epistemic part is 0 (not modelled).
+        """
+        return self.uncertainty_method is not None
 
     @property
     def inputs_needed(self) -> str:

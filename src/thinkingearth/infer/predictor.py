@@ -18,7 +18,8 @@ its width:
    missing dates included), and blend overlapping probabilities with separable raised-cosine
    weights (:func:`blend_weights`, never zero, so edge pixels still count). Only a strip of rows
    (one tile high, the scene wide) is held: rows that no later tile touches are finished, turned
-   into class ids (argmax) and predictive entropy, and written out; the rows finished so far
+   into class ids (argmax) and predictive entropy (with ``uncertainty="split"`` also its
+   aleatoric and epistemic parts, below), and written out; the rows finished so far
    are the progress shown (:class:`~thinkingearth.count_progress.CountProgress`: a bar on a
    terminal, a line every ten seconds otherwise);
 4. copy the streamed files to Cloud-Optimised GeoTIFFs, write the class names for GDAL and the
@@ -29,6 +30,20 @@ its width:
 The outputs (:mod:`~thinkingearth.infer.writers`) keep the reference input's CRS and transform:
 ``OUT`` holds the class ids (``uint8`` with a colour table, 255 = no data: pixels without data in
 any input), ``OUT_uncertainty.tif`` the predictive entropy in nats (``float32``, NaN = no data).
+
+**Aleatoric and epistemic** (``uncertainty="split"``, ``predict --uncertainty split``; models
+with trained weights, :attr:`~thinkingearth.infer.model.SceneModel.splits_uncertainty`). The
+network is run per tile through the module's weight samples ``s = 1..S`` (MC dropout passes,
+ensemble members); beside the mean class probabilities ``p̄ = mean_s p_s`` it blends the expected
+entropy ``mean_s H[p_s]`` as one more channel, with the same weights. After blending, per pixel:
+``entropy = H[p̄]`` (the total, as with ``total``), ``aleatoric`` = the blended expected entropy
+(at most the total: rounding), ``epistemic = entropy − aleatoric`` (the mutual information between
+the prediction and the weights, ``>= 0`` since ``H`` is concave), so the three bands sum exactly
+before the writer's rounding (:func:`~thinkingearth.infer.writers.quantize`, 0.1 %). Blending
+averages overlapping tiles like more weight samples, so where tiles overlap their disagreement
+counts as epistemic too. With one weight sample (``S = 1``: plain or heteroscedastic heads)
+``aleatoric`` is the entropy and ``epistemic`` 0 everywhere, and the tags say that the epistemic
+part is not modelled.
 """
 
 from __future__ import annotations
@@ -68,6 +83,7 @@ from thinkingearth.fileio import atomic_file
 from thinkingearth.infer.model import SceneModel, ScenePreview
 from thinkingearth.infer.writers import (
     NODATA,
+    SPLIT_UNCERTAINTY_BANDS,
     UNCERTAINTY_BANDS,
     RowWriter,
     categories_path,
@@ -85,11 +101,15 @@ from thinkingearth.viz import backdrop_rgb
 
 __all__ = [
     "DEVICES",
+    "UNCERTAINTY_OUTPUTS",
     "Device",
     "PredictionResult",
+    "UncertaintyOutput",
     "blend_weights",
     "check_acquisitions",
     "check_output_path",
+    "check_uncertainty",
+    "parse_uncertainty",
     "predict_scene",
     "quicklook_path",
     "resolve_device",
@@ -98,6 +118,10 @@ __all__ = [
 
 Device = Literal["cpu", "cuda", "auto"]
 DEVICES: tuple[str, ...] = get_args(Device)
+#: What the uncertainty file holds: ``total`` (the predictive entropy) or ``split`` (the
+#: entropy, then its aleatoric and epistemic parts).
+UncertaintyOutput = Literal["total", "split"]
+UNCERTAINTY_OUTPUTS: tuple[str, ...] = get_args(UncertaintyOutput)
 
 _FLUSH_ROWS = 32  # rows finished at a time: bounds the temporaries of argmax and entropy
 _QUICKLOOK_SIDE = 1024  # the quicklook's longest side read from the outputs and the input, px
@@ -122,6 +146,7 @@ class PredictionResult:
             ``cog`` and ``quicklook``.
         times: the date of each acquisition and where it came from.
         missing_dates: acquisitions whose date the model needed but got as unknown.
+        uncertainty_bands: the bands of the uncertainty file, in order (their descriptions).
     """
 
     path: Path
@@ -136,6 +161,7 @@ class PredictionResult:
     timings: dict[str, float] = field(default_factory=dict)
     times: tuple[AcquisitionTime, ...] = ()
     missing_dates: tuple[str, ...] = ()
+    uncertainty_bands: tuple[str, ...] = UNCERTAINTY_BANDS
 
 
 def resolve_device(device: str, *, precision: str = "fp32") -> torch.device:
@@ -166,6 +192,26 @@ def resolve_device(device: str, *, precision: str = "fp32") -> torch.device:
                 "use --device cpu or --device auto"
             )
     return torch.device(name)
+
+
+def parse_uncertainty(value: str, flag: str = "--uncertainty") -> UncertaintyOutput:
+    """``total`` or ``split``, any case; anything else is a one-line error naming the choices."""
+    name = str(value).strip().lower()
+    if name not in UNCERTAINTY_OUTPUTS:
+        raise UserInputError(
+            f"unknown {flag} {value!r}; expected one of: {', '.join(UNCERTAINTY_OUTPUTS)}"
+        )
+    return name  # type: ignore[return-value]
+
+
+def check_uncertainty(model: SceneModel, uncertainty: UncertaintyOutput) -> None:
+    """Raise a one-line error if the model cannot give the uncertainty asked for."""
+    if uncertainty == "split" and not model.splits_uncertainty:
+        raise UserInputError(
+            f"--uncertainty split separates aleatoric from epistemic uncertainty over a trained "
+            f"model's weight samples; the {model.name} model has none: give trained --weights, "
+            "or use --uncertainty total"
+        )
 
 
 def blend_weights(size: int, overlap: int) -> np.ndarray:
@@ -285,20 +331,66 @@ def _describe_metadata(
     return lines
 
 
+def _method_tags(model: SceneModel) -> dict[str, str]:
+    """The uncertainty file's tags saying how the model's weights estimate uncertainty."""
+    s = model.weight_samples
+    samples = f"{s} weight samples per prediction" if s > 1 else "one weight sample"
+    return {"UNCERTAINTY_METHOD": f"{model.uncertainty_method} ({samples})"}
+
+
+def _split_tags(weight_samples: int) -> dict[str, str]:
+    """The tags describing the bands of a split uncertainty file (nats, NaN = no data)."""
+    if weight_samples > 1:
+        aleatoric = (
+            "aleatoric: expected entropy over the model's weight samples, mean_s H[p_s], "
+            "blended over tiles, nats (NaN = no data)"
+        )
+        epistemic = (
+            "epistemic: mutual information between the prediction and the weights, "
+            "entropy - aleatoric (>= 0), nats; overlapping tiles' disagreement counts too "
+            "(NaN = no data)"
+        )
+    else:
+        note = "one weight sample: epistemic uncertainty not modelled"
+        aleatoric = f"aleatoric: equal to the entropy ({note}), nats (NaN = no data)"
+        epistemic = f"epistemic: 0 everywhere ({note}), nats (NaN = no data)"
+    return {
+        "BAND_2": aleatoric,
+        "BAND_3": epistemic,
+        "UNCERTAINTY_SPLIT": "entropy = aleatoric + epistemic (up to 0.1 % rounding)",
+    }
+
+
 def quicklook_path(out: Path) -> Path:
     """The PNG quicklook beside an output: ``flood.tif`` -> ``flood.png``."""
     return out.with_suffix(".png")
 
 
 class _Strip:
-    """Accumulates blended probabilities for one strip of rows (a tile high, the scene wide)."""
+    """Accumulates blended probabilities for one strip of rows (a tile high, the scene wide).
 
-    def __init__(self, classes: int, height: int, width: int, writer: RowWriter) -> None:
+    ``split``: write the entropy's aleatoric and epistemic parts after it; ``expected``: the
+    network's outputs carry the expected entropy over weight samples as channel ``K``, blended
+    beside the probabilities (without it, one weight sample: aleatoric = entropy).
+    """
+
+    def __init__(
+        self,
+        classes: int,
+        height: int,
+        width: int,
+        writer: RowWriter,
+        *,
+        split: bool = False,
+        expected: bool = False,
+    ) -> None:
         self.k = classes
         self.rows = height
         self.width = width
         self.top = 0
-        self.acc = np.zeros((classes, height, width), dtype=np.float32)
+        self.split = split
+        channels = classes + 1 if expected else classes
+        self.acc = np.zeros((channels, height, width), dtype=np.float32)
         self.weight = np.zeros((height, width), dtype=np.float32)
         self.valid = np.zeros((height, width), dtype=bool)
         self.writer = writer
@@ -320,7 +412,8 @@ class _Strip:
         n = min(n, self.rows)
         for r0 in range(0, n, _FLUSH_ROWS):
             r1 = min(n, r0 + _FLUSH_ROWS)
-            probs = self.acc[:, r0:r1] / np.maximum(self.weight[r0:r1], 1e-12)
+            weight = np.maximum(self.weight[r0:r1], 1e-12)
+            probs = self.acc[: self.k, r0:r1] / weight
             classes = probs.argmax(axis=0).astype(np.uint8)
             probs = np.clip(probs, 1e-12, 1.0)
             entropy = -(probs * np.log(probs)).sum(axis=0, dtype=np.float32)
@@ -329,7 +422,17 @@ class _Strip:
             entropy[~valid] = np.nan
             self.counts += np.bincount(classes[valid].astype(np.int64), minlength=self.k)[: self.k]
             self.n_valid += int(valid.sum())
-            self.writer.write(self.top + r0, classes, entropy)
+            if self.split:
+                if self.acc.shape[0] > self.k:  # the blended expected entropy over weight samples
+                    # At most the total (H is concave; only rounding breaks it): the parts sum.
+                    aleatoric = np.minimum(self.acc[self.k, r0:r1] / weight, entropy)
+                else:  # one weight sample: all of the entropy is aleatoric
+                    aleatoric = entropy.copy()
+                epistemic = entropy - aleatoric  # NaN where there is no data, as entropy
+                aleatoric[~valid] = np.nan
+                self.writer.write(self.top + r0, classes, np.stack([entropy, aleatoric, epistemic]))
+            else:
+                self.writer.write(self.top + r0, classes, entropy)
         keep = self.rows - n
         if keep > 0:
             self.acc[:, :keep] = self.acc[:, n:].copy()
@@ -437,14 +540,19 @@ class _Prefetch:
             self._thread = None
 
 
-def _to_probabilities(out: Tensor, model: SceneModel, k: int) -> Tensor:
-    if out.ndim != 4 or out.shape[1] != k:
+def _to_probabilities(out: Tensor, model: SceneModel, k: int, expected: bool = False) -> Tensor:
+    """Class probabilities ``[B, K, h, w]``; ``expected``: ``[B, K + 1, h, w]`` as they come
+    from :attr:`~thinkingearth.infer.model.SceneModel.split_network` (probabilities, then the
+    expected entropy)."""
+    channels = k + 1 if expected else k
+    if out.ndim != 4 or out.shape[1] != channels:
         raise ValueError(
-            f"model {model.name!r} returned shape {tuple(out.shape)}; expected [B, {k}, h, w]"
+            f"model {model.name!r} returned shape {tuple(out.shape)}; "
+            f"expected [B, {channels}, h, w]"
         )
-    if model.outputs == "logits":
-        return torch.softmax(out.float(), dim=1)
-    return out.float()
+    if expected or model.outputs == "probabilities":
+        return out.float()
+    return torch.softmax(out.float(), dim=1)
 
 
 def predict_scene(
@@ -460,6 +568,7 @@ def predict_scene(
     log: Callable[[str], None] | None = None,
     progress_every_s: float | None = None,
     command: str | None = None,
+    uncertainty: UncertaintyOutput = "total",
 ) -> PredictionResult:
     """Predict a whole scene: a class COG, an uncertainty COG, their styles and a quicklook.
 
@@ -484,6 +593,9 @@ def predict_scene(
             bar shows instead.
         command: the command line recorded in the outputs' tags (default: this process's
             ``sys.argv``; a Dask worker is given its client's).
+        uncertainty: ``total``: the uncertainty file holds one band, ``entropy``; ``split``
+            (models with trained weights): three, ``entropy``, ``aleatoric`` and ``epistemic``
+            (see the module docstring). Any case.
 
     Returns:
         A :class:`PredictionResult`.
@@ -491,8 +603,9 @@ def predict_scene(
     Raises:
         UserInputError: bad inputs (see :class:`~thinkingearth.data.scene.SceneStack`), a wrong
             number of acquisitions (:func:`check_acquisitions`), an output path that is an
-            input or a folder, or a device PyTorch does not see. Nothing is written then, and
-            nothing partial is left behind on any failure.
+            input or a folder, a device PyTorch does not see, or ``split`` for a model without
+            trained weights. Nothing is written then, and nothing partial is left behind on
+            any failure.
     """
     start = time.perf_counter()
     out = Path(out)
@@ -500,7 +613,12 @@ def predict_scene(
     say = log or (lambda _m: None)
     if isinstance(device, str) and device.strip().lower() in DEVICES:
         device = resolve_device(device)
+    uncertainty = parse_uncertainty(uncertainty, "uncertainty")
+    check_uncertainty(model, uncertainty)
     check_acquisitions(model, inputs)
+    split = uncertainty == "split"
+    # Blend the expected entropy over weight samples only where there are several samples.
+    expected = split and model.weight_samples > 1
     png = quicklook_path(out) if quicklook else None
     for path in (*output_paths(out), *([png] if png is not None else [])):
         check_output_path(path, [p for acq in inputs for p in acq.paths])
@@ -523,6 +641,9 @@ def predict_scene(
             warnings.simplefilter("always")
             stack.check_scale(model.mean)
         network: Callable[..., Tensor] = model.network
+        if expected:
+            assert model.split_network is not None  # SceneModel checks it
+            network = model.split_network
         timings = dict.fromkeys(
             ("calibrate", "wait_read", "forward", "blend_write", "cog", "quicklook"), 0.0
         )
@@ -578,6 +699,12 @@ def predict_scene(
             f"probabilities, nats; 0 = certain, ln {k} = uniform over the classes (NaN = no data)",
             "CLASS_MAP": out.name,
         }
+        if model.uncertainty_method is not None:
+            unc_tags.update(_method_tags(model))
+        unc_bands = UNCERTAINTY_BANDS
+        if split:
+            unc_bands = SPLIT_UNCERTAINTY_BANDS
+            unc_tags.update(_split_tags(model.weight_samples))
         with contextlib.ExitStack() as outputs:
             # Temporary siblings, renamed in the reverse order of entering: the class map last,
             # so a class map that exists comes with every file beside it.
@@ -595,6 +722,7 @@ def predict_scene(
                         colours=model.colours,
                         tags=tags,
                         uncertainty_tags=unc_tags,
+                        uncertainty_bands=unc_bands,
                     ) as writer,
                     CountProgress(
                         grid.height,
@@ -604,7 +732,7 @@ def predict_scene(
                         every_s=progress_every_s,
                     ) as progress,
                 ):
-                    strip = _Strip(k, th, grid.width, writer)
+                    strip = _Strip(k, th, grid.width, writer, split=split, expected=expected)
                     with (
                         torch.inference_mode(),
                         _Prefetch(_batches(stack, model, windows), prefetch) as batches,
@@ -623,7 +751,7 @@ def predict_scene(
                                 result = network(x, {k: v[rows] for k, v in tile_meta.items()})
                             else:
                                 result = network(x)
-                            probs = _to_probabilities(result, model, k).cpu().numpy()
+                            probs = _to_probabilities(result, model, k, expected).cpu().numpy()
                             timings["forward"] += time.perf_counter() - tick
                             tick = time.perf_counter()
                             for i, (window, valid) in enumerate(meta):
@@ -692,6 +820,7 @@ def predict_scene(
         timings=timings,
         times=stack.times,
         missing_dates=missing_dates,
+        uncertainty_bands=unc_bands,
     )
     say(f"wrote {out} in {result_info.seconds:.1f} s ({result_info.valid_fraction:.0%} valid)")
     return result_info

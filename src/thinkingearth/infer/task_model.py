@@ -5,8 +5,13 @@
 rebuilds the task module and wraps it: the scene predictor hands it tiles ``[B, T, C, h, w]`` in
 stored units (SAR as linear sigma0, no-data pixels as NaN); the network normalises them with the
 stored :class:`~thinkingearth.data.transforms.Normaliser` (exactly as in training: registry
-statistics, SAR in dB, no-data to 0), runs the module and returns softmax probabilities
-``[B, K, h, w]``.
+statistics, SAR in dB, no-data to 0), runs the module's
+:meth:`~thinkingearth.tasks.protocols.TaskModule.predictive_samples` (``[S, B, K, h, w]`` class
+probabilities, one entry per weight sample: ``S = 1`` for plain and heteroscedastic heads,
+``head.mc_samples`` for MC dropout, ``head.members`` for an ensemble) and returns their mean over
+the samples ``[B, K, h, w]``. Its split twin (:attr:`SceneModel.split_network`, for
+``predict --uncertainty split``) appends the expected entropy over the samples (nats,
+:func:`thinkingearth.uncertainty.decompose.entropy`) as channel ``K``.
 
 A module whose backbone was trained with metadata (``use_meta``) gets it as in training: the
 scene model is marked :attr:`~thinkingearth.infer.model.SceneModel.metadata`, the predictor hands
@@ -43,9 +48,18 @@ from thinkingearth.models.int8 import Int8Levels
 from thinkingearth.tasks.checkpoint import TaskCheckpoint, load_task_module
 from thinkingearth.tasks.protocols import EncoderBackbone
 from thinkingearth.tasks.segmentation import SegmentationTask
+from thinkingearth.tasks.variants import UncertaintyHead
+from thinkingearth.uncertainty.decompose import entropy
 from thinkingearth.viz import LANDCOVER_COLOURS
 
-__all__ = ["PRECISIONS", "Int8EncoderBackbone", "Precision", "TaskNetwork", "load_task"]
+__all__ = [
+    "PRECISIONS",
+    "Int8EncoderBackbone",
+    "Precision",
+    "TaskNetwork",
+    "load_task",
+    "weight_samples",
+]
 
 Precision = Literal["fp32", "int8"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -92,6 +106,20 @@ class Int8EncoderBackbone(EncoderBackbone):
         return self.int8_levels(self.encoder, tokens, grid)
 
 
+def weight_samples(head: UncertaintyHead) -> int:
+    """Weight samples ``S`` a module with this uncertainty head averages per prediction.
+
+    As :meth:`~thinkingearth.tasks.protocols.TaskModule.predictive_samples` draws them: 1 for
+    plain and heteroscedastic heads (each prediction already averages its noisy logits),
+    ``mc_samples`` for MC dropout, ``members`` for an ensemble.
+    """
+    if head.uncertainty == "mc_dropout":
+        return int(head.mc_samples)
+    if head.uncertainty == "ensemble":
+        return int(head.members)
+    return 1
+
+
 class TaskNetwork(nn.Module):
     """``[B, T, C, h, w]`` raw stored values → normalise → task module → probabilities.
 
@@ -103,6 +131,8 @@ class TaskNetwork(nn.Module):
         change: True for a change-detection module (keeps the time axis).
         metadata: Put the metadata given to :meth:`forward` into the module's batch (the
             backbone was trained with it).
+        split: Also return the expected entropy over the weight samples as a last channel
+            (``[B, K + 1, h, w]``).
     """
 
     def __init__(
@@ -113,6 +143,7 @@ class TaskNetwork(nn.Module):
         bands: tuple[str, ...],
         change: bool,
         metadata: bool = False,
+        split: bool = False,
     ) -> None:
         """Keep the module and what normalises its inputs."""
         super().__init__()
@@ -122,9 +153,14 @@ class TaskNetwork(nn.Module):
         self.bands = bands
         self.change = change
         self.metadata = metadata
+        self.split = split
 
     def forward(self, x: Tensor, meta: Mapping[str, Tensor] | None = None) -> Tensor:
-        """Class probabilities ``[B, K, h, w]``.
+        """Class probabilities ``[B, K, h, w]`` (with :attr:`split`: ``[B, K + 1, h, w]``).
+
+        The probabilities are the mean over the module's weight samples; with :attr:`split`
+        channel ``K`` is the mean over the samples of their entropy (nats): the expected
+        entropy, the aleatoric part of the predictive entropy.
 
         Args:
             x: Tiles ``[B, T, C, h, w]`` in stored units, no-data as NaN.
@@ -140,7 +176,17 @@ class TaskNetwork(nn.Module):
         batch: dict[str, Any] = {"image": image, "bands": list(self.bands), "sensor": self.sensor}
         if self.metadata and meta is not None:
             batch.update(_batch_metadata(meta, x.shape[0], x.shape[1], self.change))
-        return torch.softmax(self.module(batch).float(), dim=1)
+        samples = self.module.predictive_samples(batch).float()  # [S, B, K, h, w]
+        if samples.ndim != 5 or samples.shape[1] != x.shape[0]:
+            raise ValueError(
+                f"predictive_samples returned {tuple(samples.shape)}; expected "
+                f"[S, {x.shape[0]}, K, h, w]"
+            )
+        probs = samples[0] if samples.shape[0] == 1 else samples.mean(dim=0)
+        if not self.split:
+            return probs
+        expected = entropy(samples, dim=2).mean(dim=0)  # [B, h, w]
+        return torch.cat([probs, expected.unsqueeze(1).to(probs.dtype)], dim=1)
 
 
 def _batch_metadata(
@@ -219,7 +265,13 @@ def load_task(
         "PRECISION": precision,
     }
     if precision == "int8":
-        backbone = ckpt.module.backbone
+        # A module without one backbone (an ensemble's are in its members) has no int8 path.
+        backbone = getattr(ckpt.module, "backbone", None)
+        if backbone is None:
+            raise UserInputError(
+                f"{ckpt.path.name} is a {type(ckpt.module).__name__} without one encoder "
+                "backbone; int8 precision quantises a single encoder's blocks: use fp32"
+            )
         if not isinstance(backbone, EncoderBackbone):
             raise UserInputError(
                 f"{ckpt.path.name} is a {type(backbone).__name__} baseline; int8 precision "
@@ -233,6 +285,11 @@ def load_task(
     network = TaskNetwork(
         ckpt.module, ckpt.normaliser, ckpt.sensor, ckpt.bands, change, metadata=metadata
     )
+    # The same module and normaliser (shared, not copied), also returning the expected entropy.
+    split_network = TaskNetwork(
+        ckpt.module, ckpt.normaliser, ckpt.sensor, ckpt.bands, change, metadata=metadata, split=True
+    )
+    head = getattr(ckpt.module, "uncertainty_head", None) or UncertaintyHead()
     # Exactly the acquisitions it was trained with: the fused features of two acquisitions are
     # not those of three, so a model trained on three would silently mis-predict on two.
     steps = (ckpt.acquisitions,)
@@ -252,4 +309,7 @@ def load_task(
         name=ckpt.path.stem,
         tags=tags,
         metadata=metadata,
+        uncertainty_method=head.uncertainty,
+        weight_samples=weight_samples(head),
+        split_network=split_network,
     )

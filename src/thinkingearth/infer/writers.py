@@ -8,8 +8,10 @@
   of a GeoTIFF in this sidecar (its PAM file; ``GDALSetRasterCategoryNames`` on a GeoTIFF
   writes exactly this), reads it whenever it opens the map, and QGIS labels the colour table's
   classes with them;
-* ``flood_uncertainty.tif``: the uncertainty, a COG with one ``float32`` band per measure
-  (:data:`UNCERTAINTY_BANDS`, band descriptions ``entropy``, …) and NaN as no data;
+* ``flood_uncertainty.tif``: the uncertainty, a COG with one ``float32`` band per measure in
+  nats and NaN as no data: the predictive entropy (:data:`UNCERTAINTY_BANDS`, band description
+  ``entropy``), or with ``predict --uncertainty split`` the entropy and its aleatoric and
+  epistemic parts (:data:`SPLIT_UNCERTAINTY_BANDS`: ``entropy``, ``aleatoric``, ``epistemic``);
 * ``flood.qml`` and ``flood_uncertainty.qml``: QGIS styles, loaded automatically for a raster
   of the same name: the classes with their names and colours (only the model's classes: a
   GeoTIFF colour table always has 256 entries, which QGIS would otherwise list), and the
@@ -55,6 +57,7 @@ from thinkingearth.viz import class_colours, legend_handles
 
 __all__ = [
     "NODATA",
+    "SPLIT_UNCERTAINTY_BANDS",
     "UNCERTAINTY_BANDS",
     "RowWriter",
     "categories_path",
@@ -74,6 +77,9 @@ __all__ = [
 NODATA = 255
 #: The uncertainty measures, one band each, in band order (descriptions of the bands).
 UNCERTAINTY_BANDS: tuple[str, ...] = ("entropy",)
+#: The bands of ``predict --uncertainty split``: the entropy, then its aleatoric and epistemic
+#: parts (they sum to it).
+SPLIT_UNCERTAINTY_BANDS: tuple[str, ...] = ("entropy", "aleatoric", "epistemic")
 #: The uncertainty's colour ramp, in the quicklook and the QGIS style.
 UNCERTAINTY_CMAP = "viridis"
 #: How the quicklook and the QGIS style show pixels without data.
@@ -146,7 +152,8 @@ class RowWriter:
         tags: metadata of the class map.
         uncertainty_tags: metadata of the uncertainty file.
         uncertainty_bands: the uncertainty measures, in band order.
-        uncertainty_units: the unit of each uncertainty band (GDAL's band unit).
+        uncertainty_units: the unit of each uncertainty band (GDAL's band unit; default
+            ``nats`` for every band).
     """
 
     def __init__(
@@ -159,10 +166,12 @@ class RowWriter:
         tags: Mapping[str, str] | None = None,
         uncertainty_tags: Mapping[str, str] | None = None,
         uncertainty_bands: Sequence[str] = UNCERTAINTY_BANDS,
-        uncertainty_units: Sequence[str] = ("nats",),
+        uncertainty_units: Sequence[str] | None = None,
     ) -> None:
         if not 1 <= len(colours) <= NODATA:
             raise ValueError(f"a class map takes 1 to {NODATA} classes, got {len(colours)}")
+        if uncertainty_units is None:
+            uncertainty_units = ("nats",) * len(uncertainty_bands)
         if len(uncertainty_units) != len(uncertainty_bands):
             raise ValueError("give one unit per uncertainty band")
         base: dict[str, Any] = {
@@ -394,7 +403,8 @@ def write_quicklook(
 
     Args:
         classes_path: the class map (:class:`RowWriter`'s first file, or its COG).
-        uncertainty_path: the uncertainty file; its first band (entropy, nats) is shown.
+        uncertainty_path: the uncertainty file; its first band (the total entropy, nats) is
+            shown.
         target: the PNG to write.
         classes: the class names.
         colours: one colour per class.
