@@ -1323,7 +1323,8 @@ def bench(
         str,
         typer.Option(
             "--suite",
-            help="synthetic-lite, synthetic, kurosiwo, copernicus-bench or vl-synthetic.",
+            help="synthetic-lite, synthetic, noisy-labels, kurosiwo, copernicus-bench or "
+            "vl-synthetic.",
         ),
     ],
     out: Annotated[
@@ -1358,6 +1359,22 @@ def bench(
         str | None,
         typer.Option(
             "--fractions", help="Label fractions, e.g. 0.01,0.1,1 (default: the suite's)."
+        ),
+    ] = None,
+    uncertainty: Annotated[
+        str | None,
+        typer.Option(
+            "--uncertainty",
+            help="Uncertainty heads, comma-separated: none (deterministic), heteroscedastic, "
+            "mc_dropout, ensemble (default: the suite's).",
+        ),
+    ] = None,
+    noise: Annotated[
+        str | None,
+        typer.Option(
+            "--noise",
+            help="Label-noise rates in [0, 1) applied to the training split, e.g. 0,0.2,0.4 "
+            "(default: the suite's).",
         ),
     ] = None,
     max_steps: Annotated[
@@ -1405,6 +1422,14 @@ def bench(
             raise UserInputError(
                 f"--fractions must be numbers in (0, 1], e.g. 0.01,0.1,1; got {fractions!r}"
             ) from None
+    noise_values: list[float] | None = None
+    if noise is not None:
+        try:
+            noise_values = [float(r) for r in split(noise) or []]
+        except ValueError:
+            raise UserInputError(
+                f"--noise must be numbers in [0, 1), e.g. 0,0.2,0.4; got {noise!r}"
+            ) from None
     parts = ["thinkingearth bench", f"--suite {suite}"]
     if models:
         parts.append(f"--models {models}")
@@ -1414,6 +1439,8 @@ def bench(
     for flag, value in (
         ("--protocols", protocols),
         ("--fractions", fractions),
+        ("--uncertainty", uncertainty),
+        ("--noise", noise),
         ("--max-steps", max_steps),
         ("--threads", threads),
     ):
@@ -1435,6 +1462,8 @@ def bench(
         data_root=data_root,
         protocols=split(protocols),
         fractions=fraction_values,
+        uncertainty=split(uncertainty),
+        noise=noise_values,
         max_steps=max_steps,
         accelerator=accelerator,  # type: ignore[arg-type]
         threads=threads,

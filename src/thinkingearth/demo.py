@@ -50,6 +50,8 @@ class DemoContext:
     seed: int
     quick: bool = False
     scenes: list[SyntheticScene] = field(default_factory=list)
+    #: Where stages say what they made (the demo's progress lines).
+    log: Callable[[str], None] = field(default=lambda message: None, repr=False)
 
 
 Stage = tuple[str, Callable[[DemoContext], str]]
@@ -295,7 +297,7 @@ def run_demo(
     timings: list[tuple[str, float]] = []
     sections: list[tuple[str, str]] = []
     with atomic_dir(final, overwrite=overwrite) as tmp:
-        ctx = DemoContext(out=tmp, seed=seed, quick=quick)
+        ctx = DemoContext(out=tmp, seed=seed, quick=quick, log=log)
         for name, stage in STAGES:
             log(f"[demo] {name} …")
             start = time.perf_counter()

@@ -136,7 +136,8 @@ def test_model_names() -> None:
 
 def test_suites() -> None:
     assert list_suites() == [
-        "synthetic-lite", "synthetic", "kurosiwo", "copernicus-bench", "vl-synthetic"
+        "synthetic-lite", "synthetic", "noisy-labels", "kurosiwo", "copernicus-bench",
+        "vl-synthetic",
     ]  # fmt: skip
     lite = get_suite("synthetic-lite")
     assert [t.kind for t in lite.tasks] == ["multilabel", "segmentation", "change", "regression"]

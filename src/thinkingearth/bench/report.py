@@ -19,9 +19,21 @@ many, and the aggregate table names the tasks each model lacks when the sets dif
 over different task sets are not directly comparable). When a model ran several protocols on one
 task, each protocol is its own entry (``model (protocol)``).
 
+Runs with an uncertainty head method or label noise (columns ``uncertainty`` and ``noise``) are
+entries of their own (``model [heteroscedastic, noise 0.4]``), normalised among the runs of the
+same task, label fraction and noise rate.
+
 Per task, a cell from a single run shows its value with ``n = 1`` rather than ``± 0``: one seed
 has no spread. Where a task reports ``map_classes_absent`` (classes with no positive test sample,
 left out of the mAP; :mod:`thinkingearth.tasks.metrics`), its table says how many were left out.
+
+Whenever rows carry the uncertainty evaluation (:mod:`thinkingearth.uncertainty.evaluation`),
+the report gains a section ``## Uncertainty`` (:func:`uncertainty_section`): per task a table of
+head × noise rate with the clean-label primary metric, NLL, ECE (bins stated), Brier, the discard
+test's area against random discarding and the rank correlation of uncertainty with error (mean ±
+std over seeds), a reliability diagram and a discard-curve figure at the highest noise rate
+(pooled over seeds from the per-run curves in ``OUT/curves/``), and one sentence per head
+comparing it with the deterministic head at each noise rate, in numbers.
 
 Reference:
     Agarwal, Schwarzer, Castro, Courville, Bellemare. "Deep Reinforcement Learning at the Edge of
@@ -30,7 +42,9 @@ Reference:
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +70,8 @@ __all__ = [
     "interquartile_mean",
     "normalised_scores",
     "summarise",
+    "uncertainty_section",
+    "variant_of",
     "write_report",
 ]
 
@@ -90,6 +106,24 @@ def entry_names(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], str]
     }
 
 
+def _rate(value: Any) -> str:
+    number = _float(value)
+    return f"{number:g}" if math.isfinite(number) else "0"
+
+
+def variant_of(row: Mapping[str, Any]) -> tuple[str, str]:
+    """``(uncertainty method, noise rate)`` of a row; rows without the columns: ``("none",
+    "0")`` (results written before they existed)."""
+    return (str(row.get("uncertainty") or "none"), _rate(row.get("noise")))
+
+
+def _variant_suffix(uncertainty: str, noise: str) -> str:
+    parts = ([] if uncertainty == "none" else [uncertainty]) + (
+        [] if noise == "0" else [f"noise {noise}"]
+    )
+    return f" [{', '.join(parts)}]" if parts else ""
+
+
 def _ok(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [r for r in rows if r.get("status") == "ok" and math.isfinite(_float(r.get("primary")))]
 
@@ -100,11 +134,11 @@ def normalised_scores(
     """Per finished run: ``entry``, ``task``, ``fraction``, ``seed`` and ``score`` in [0, 1]."""
     ok = [r for r in _ok(rows) if r["task"] in tasks]
     names = entry_names(ok)
-    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
-    for r in ok:
-        groups[(r["task"], str(r["fraction"]))].append(r)
+    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    for r in ok:  # runs at one noise rate compete with each other only
+        groups[(r["task"], str(r["fraction"]), variant_of(r)[1])].append(r)
     out = []
-    for (task, fraction), members in groups.items():
+    for (task, fraction, _), members in groups.items():
         values = np.array([_float(r["primary"]) for r in members])
         low, high = float(values.min()), float(values.max())
         higher = tasks[task].higher_is_better
@@ -115,7 +149,7 @@ def normalised_scores(
                 score = 0.5
             out.append(
                 {
-                    "entry": names[(r["model"], r["protocol"])],
+                    "entry": names[(r["model"], r["protocol"])] + _variant_suffix(*variant_of(r)),
                     "task": task,
                     "fraction": fraction,
                     "seed": str(r["seed"]),
@@ -200,24 +234,27 @@ def aggregate(
 
 
 def summarise(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
-    """Mean and standard deviation over seeds per (task, model, protocol, fraction).
+    """Mean and standard deviation over seeds per (task, model, protocol, fraction, uncertainty,
+    noise).
 
     Returns:
-        Dicts with ``task``, ``model``, ``protocol``, ``fraction``, ``seeds`` and, per metric
-        (and the cost columns), ``<name>`` (mean) and ``<name>_std`` (NaN from fewer than two
-        values: one seed has no spread).
+        Dicts with ``task``, ``model``, ``protocol``, ``fraction``, ``uncertainty``, ``noise``,
+        ``seeds`` and, per metric (and the cost columns), ``<name>`` (mean) and ``<name>_std``
+        (NaN from fewer than two values: one seed has no spread).
     """
-    groups: dict[tuple[str, str, str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = defaultdict(list)
     for r in _ok(rows):
-        groups[(r["task"], r["model"], r["protocol"], str(r["fraction"]))].append(r)
+        groups[(r["task"], r["model"], r["protocol"], str(r["fraction"]), *variant_of(r))].append(r)
     costs = ("train_seconds", "inference_ips", "params", "trainable_params", "peak_mem_mb")
     out = []
-    for (task, model, protocol, fraction), members in groups.items():
+    for (task, model, protocol, fraction, uncertainty, noise), members in groups.items():
         item: dict[str, Any] = {
             "task": task,
             "model": model,
             "protocol": protocol,
             "fraction": fraction,
+            "uncertainty": uncertainty,
+            "noise": noise,
             "seeds": len(members),
             "normalisation": members[0].get("normalisation", ""),
         }
@@ -250,21 +287,30 @@ def _plot_tasks(
         return False
     cols = min(len(tasks), 3)
     rows_n = math.ceil(len(tasks) / cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(4.6 * cols, 3.6 * rows_n), squeeze=False)
+    widest = max(
+        len({(s["model"], s["protocol"], s["uncertainty"], s["noise"]) for s in summary if
+             s["task"] == t.name})
+        for t in tasks
+    )  # fmt: skip
+    panel = max(4.6, 0.6 * widest)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(panel * cols, 3.6 * rows_n), squeeze=False)
     for ax in axes.flat[len(tasks) :]:
         ax.axis("off")
     for ax, task in zip(axes.flat, tasks, strict=False):
         items = [s for s in summary if s["task"] == task.name]
         fractions = sorted({s["fraction"] for s in items}, key=float)
-        entries = list(dict.fromkeys((s["model"], s["protocol"]) for s in items))
+        entries = list(
+            dict.fromkeys((s["model"], s["protocol"], s["uncertainty"], s["noise"]) for s in items)
+        )
         width = 0.8 / max(1, len(fractions))
         for j, fraction in enumerate(fractions):
             xs, ys, es = [], [], []
-            for i, (model, protocol) in enumerate(entries):
+            for i, entry in enumerate(entries):
                 match = [
                     s
                     for s in items
-                    if (s["model"], s["protocol"], s["fraction"]) == (model, protocol, fraction)
+                    if (s["model"], s["protocol"], s["uncertainty"], s["noise"]) == entry
+                    and s["fraction"] == fraction
                 ]
                 if match:
                     xs.append(i + (j - (len(fractions) - 1) / 2) * width)
@@ -275,7 +321,10 @@ def _plot_tasks(
             ax.bar(xs, ys, width * 0.9, yerr=es, capsize=3, label=label)
         ax.set_xticks(range(len(entries)))
         ax.set_xticklabels(
-            [f"{_label(m, labels)}\n{p}" for m, p in entries], rotation=30, ha="right", fontsize=7
+            [f"{_label(m, labels)}\n{p}{_variant_suffix(u, n)}" for m, p, u, n in entries],
+            rotation=30,
+            ha="right",
+            fontsize=7,
         )
         arrow = "↑" if task.higher_is_better else "↓"
         ax.set_title(f"{task.name} ({task.kind})", fontsize=10)
@@ -329,6 +378,8 @@ def _plot_aggregate(
 def _fmt(value: float, digits: int = 3) -> str:
     if not math.isfinite(value):
         return "–"
+    if abs(value) >= 1e5:  # e.g. an NLL on a variance floor: digits, not a wall of figures
+        return f"{value:.{digits + 1}g}"
     return f"{value:.{digits}f}"
 
 
@@ -375,10 +426,12 @@ def results_table(
         if not summary:
             continue
         arrow = "↑" if task.higher_is_better else "↓"
+        variants = any((s["uncertainty"], s["noise"]) != ("none", "0") for s in summary)
         head = [
             "model",
             "protocol",
             "labels",
+            *(["head", "noise"] if variants else []),
             f"**{task.primary}** {arrow}",
             *task.shown,
             "train s",
@@ -396,6 +449,7 @@ def results_table(
         summary.sort(
             key=lambda s: (
                 float(s["fraction"]),
+                float(s["noise"]),
                 -s["primary"] if task.higher_is_better else s["primary"],
             )
         )
@@ -404,6 +458,7 @@ def results_table(
                 _label(s["model"], labels),
                 s["protocol"],
                 f"{float(s['fraction']):.0%}",
+                *([s["uncertainty"], s["noise"]] if variants else []),
                 _spread(s["primary"], s["primary_std"], s["seeds"], bold=True),
                 *[_spread(s[m], s[m + "_std"], s["seeds"]) for m in task.shown],
                 _fmt(s["train_seconds"], 1),
@@ -472,6 +527,365 @@ def aggregate_table(
             "Models were scored on different task sets, so their aggregates average over "
             "different tasks and do not compare directly: " + "; ".join(notes) + ".",
         ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Uncertainty
+# ----------------------------------------------------------------------------------------------
+
+#: Uncertainty columns per task kind: (key, header, digits).
+_UNC_COLUMNS: Mapping[str, tuple[tuple[str, str, int], ...]] = {
+    "classes": (
+        ("nll", "NLL ↓", 3),
+        ("ece", "ECE ↓", 3),
+        ("brier", "Brier ↓", 3),
+        ("discard_auc", "discard AUC ↑", 3),
+        ("discard_auc_random", "random discard AUC", 3),
+        ("unc_err_spearman", "Spearman(unc, err) ↑", 3),
+    ),
+    "regression": (
+        ("nll", "Gaussian NLL ↓", 3),
+        ("coverage90", "90 % coverage", 3),
+        ("discard_auc", "discard AUC (RMSE) ↓", 3),
+        ("discard_auc_random", "random discard AUC", 3),
+        ("unc_err_spearman", "Spearman(std, abs err) ↑", 3),
+    ),
+}
+_UNC_FAILED = "uncertainty evaluation failed"
+_HEAD_NAMES = {"none": "deterministic"}
+
+
+def _head_name(method: str) -> str:
+    return _HEAD_NAMES.get(method, method)
+
+
+def _has_uncertainty(row: Mapping[str, Any]) -> bool:
+    return math.isfinite(_float(row.get("nll"))) or math.isfinite(_float(row.get("discard_auc")))
+
+
+def _read_curves(out: Path, row: Mapping[str, Any]) -> dict[str, Any] | None:
+    name = str(row.get("curves") or "")
+    if not name:
+        return None
+    try:
+        return json.loads((out / name).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _pooled_reliability(records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Reliability bins pooled over runs: counts summed, accuracy and confidence weighted by
+    count, the ECE of the pooled bins."""
+    parts = [r["reliability"] for r in records if r.get("reliability")]
+    if not parts:
+        return None
+    edges = np.asarray(parts[0]["edges"], dtype=np.float64)
+    parts = [p for p in parts if len(p["counts"]) == edges.size - 1]
+    counts = np.sum([np.asarray(p["counts"], dtype=np.float64) for p in parts], axis=0)
+
+    def weighted(key: str) -> np.ndarray:
+        total = np.zeros_like(counts)
+        for p in parts:
+            n = np.asarray(p["counts"], dtype=np.float64)
+            total += np.nan_to_num(np.asarray(p[key], dtype=np.float64)) * n
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
+
+    accuracy, confidence = weighted("accuracy"), weighted("confidence")
+    n = counts.sum()
+    gaps = np.nan_to_num(np.abs(accuracy - confidence))
+    ece = float((counts * gaps).sum() / n) if n else math.nan
+    return {
+        "edges": edges,
+        "accuracy": accuracy,
+        "confidence": confidence,
+        "counts": counts,
+        "ece": ece,
+        "runs": len(parts),
+    }
+
+
+def _pooled_discard(records: Sequence[Mapping[str, Any]]) -> Any:
+    """The discard curves of runs averaged point by point (a DiscardCurve), or ``None``."""
+    from thinkingearth.uncertainty.calibration import DiscardCurve
+
+    parts = [r["discard"] for r in records if r.get("discard")]
+    if not parts:
+        return None
+    fractions = np.asarray(parts[0]["fractions"], dtype=np.float64)
+    parts = [p for p in parts if len(p["values"]) == fractions.size]
+    return DiscardCurve(
+        fractions=fractions,
+        values=np.mean([np.asarray(p["values"], dtype=np.float64) for p in parts], axis=0),
+        random_values=np.mean(
+            [np.asarray(p["random_values"], dtype=np.float64) for p in parts], axis=0
+        ),
+        auc=float(np.mean([_float(p["auc"]) for p in parts])),
+        random_auc=float(np.mean([_float(p["random_auc"]) for p in parts])),
+        metric=str(parts[0]["metric"]),
+        higher_is_better=bool(parts[0]["higher_is_better"]),
+    )
+
+
+def _plot_reliability(path: Path, panels: Mapping[str, Mapping[str, Any]], title: str) -> None:
+    """Reliability diagrams side by side, one per entry (accuracy per confidence bin against
+    the diagonal, the count per bin beneath)."""
+    n = len(panels)
+    fig, axes = plt.subplots(
+        2,
+        n,
+        figsize=(3.4 * n, 4.4),
+        squeeze=False,
+        sharex=True,
+        gridspec_kw={"height_ratios": [3, 1]},
+    )
+    for col, (label, rel) in enumerate(panels.items()):
+        ax, below = axes[0, col], axes[1, col]
+        edges = np.asarray(rel["edges"])
+        lefts, widths = edges[:-1], np.diff(edges)
+        filled = np.asarray(rel["counts"]) > 0
+        ax.plot([0, 1], [0, 1], "--", color="0.4", linewidth=1)
+        ax.bar(
+            lefts[filled],
+            np.asarray(rel["accuracy"])[filled],
+            widths[filled],
+            align="edge",
+            color="#4c72b0",
+            edgecolor="white",
+            label="accuracy",
+        )
+        ax.plot(
+            (lefts + widths / 2)[filled],
+            np.asarray(rel["confidence"])[filled],
+            "o",
+            color="#dd8452",
+            markersize=3,
+            label="mean confidence",
+        )
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{label}\nECE {rel['ece']:.3f} ({rel['runs']} run(s) pooled)", fontsize=8)
+        ax.grid(alpha=0.3)
+        if col == 0:
+            ax.set_ylabel("accuracy")
+            ax.legend(fontsize=7, loc="upper left")
+        below.bar(lefts, np.asarray(rel["counts"]), widths, align="edge", color="0.6")
+        below.set_xlabel("confidence", fontsize=8)
+        if col == 0:
+            below.set_ylabel("predictions", fontsize=8)
+    bins = len(next(iter(panels.values()))["counts"])
+    fig.suptitle(f"{title}; {bins} equal-width bins", fontsize=9)
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+def _file_name(task: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_.-]+", "_", task)
+
+
+def _mean_std(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[float, float, int]:
+    values = np.array([_float(r.get(key)) for r in rows], dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return math.nan, math.nan, 0
+    std = float(values.std(ddof=1)) if values.size > 1 else math.nan
+    return float(values.mean()), std, int(values.size)
+
+
+def _comparison(
+    task: TaskSpec,
+    groups: Mapping[tuple[str, ...], Sequence[Mapping[str, Any]]],
+    entry: tuple[str, str, str],
+    method: str,
+) -> str | None:
+    """One sentence: ``method`` against the deterministic head at each noise rate, in numbers."""
+    rates = sorted({k[4] for k in groups if k[:3] == entry}, key=float)
+    parts, nll_wins, nll_compared, primary_wins, compared = [], 0, 0, 0, 0
+    ece = task.kind != "regression"
+    for rate in rates:
+        ours, base = groups.get((*entry, method, rate)), groups.get((*entry, "none", rate))
+        if not ours or not base:
+            continue
+        nll = (_mean_std(ours, "nll")[0], _mean_std(base, "nll")[0])
+        prim = (_mean_std(ours, "primary")[0], _mean_std(base, "primary")[0])
+        text = f"at rate {rate}: NLL {_fmt(nll[0])} vs {_fmt(nll[1])}"
+        if ece:
+            e = (_mean_std(ours, "ece")[0], _mean_std(base, "ece")[0])
+            text += f", ECE {_fmt(e[0])} vs {_fmt(e[1])}"
+        text += f", {task.primary} {_fmt(prim[0])} vs {_fmt(prim[1])}"
+        parts.append(text)
+        compared += 1
+        if math.isfinite(nll[0]) and math.isfinite(nll[1]):
+            nll_compared += 1
+            nll_wins += int(nll[0] < nll[1])
+        better = prim[0] > prim[1] if task.higher_is_better else prim[0] < prim[1]
+        primary_wins += int(better)
+    if not parts:
+        return None
+    nll_text = (
+        f"Lower NLL at {nll_wins} of {nll_compared} rate(s)"
+        if nll_compared
+        else "NLL not comparable (the deterministic model predicts no variance)"
+    )
+    return (
+        f"{method} vs deterministic (mean over seeds; {method} first): "
+        + "; ".join(parts)
+        + f". {nll_text}; better {task.primary} on the clean test labels at {primary_wins} of "
+        f"{compared}."
+    )
+
+
+def uncertainty_section(
+    out: str | Path,
+    rows: Sequence[Mapping[str, Any]],
+    suite: Suite,
+    labels: Mapping[str, str] | None = None,
+) -> str:
+    """The ``## Uncertainty`` section of the report, and its figures under ``out``.
+
+    Per task with uncertainty metrics: a table of model × head × noise rate (mean ± std over
+    seeds), a reliability diagram (``uncertainty_<task>_reliability.png``, not for regression)
+    and discard curves (``uncertainty_<task>_discard.png``) of every head at the highest noise
+    rate, pooled over seeds from the curves stored with each run, and per head one sentence
+    comparing it with the deterministic head at each rate. Runs whose uncertainty evaluation
+    failed are listed. Returns ``""`` when no row has uncertainty metrics or such a failure.
+    """
+    from thinkingearth.uncertainty.plots import discard_png
+
+    out = Path(out)
+    labels = labels or {}
+    ok = _ok(rows)
+    scored = [r for r in ok if _has_uncertainty(r)]
+    failed = [r for r in ok if str(r.get("reason") or "").startswith(_UNC_FAILED)]
+    if not scored and not failed:
+        return ""
+    bins = sorted({int(_float(r.get("ece_bins"))) for r in scored if
+                   math.isfinite(_float(r.get("ece_bins")))})  # fmt: skip
+    bins_text = "/".join(str(b) for b in bins) if bins else "–"
+    lines = [
+        "## Uncertainty",
+        "",
+        "Every trained run scored again on the clean test labels "
+        "(`thinkingearth.uncertainty.evaluation`): NLL (nats; regression: Gaussian NLL of the "
+        f"predicted mean and variance), ECE over {bins_text} equal-width confidence bins, Brier "
+        "score (sum over classes), the discard test (the metric after discarding the most "
+        "uncertain 0–50 % of predictions by total entropy or predicted std, averaged over the "
+        "fractions: `discard AUC`; beside it the same discarding at random) and the Spearman "
+        "correlation of the uncertainty with the error. Multi-label: every (image, label) is a "
+        "binary event for ECE. Mean ± std over seeds; label noise is applied to the training "
+        "split only (`noise`: its rate; `measured`: the share of training labels it changed).",
+        "",
+    ]
+    for task in suite.tasks:
+        task_rows = [r for r in scored if r["task"] == task.name]
+        if not task_rows:
+            continue
+        groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = defaultdict(list)
+        for r in task_rows:
+            groups[(r["model"], r["protocol"], str(r["fraction"]), *variant_of(r))].append(r)
+        entries = list(dict.fromkeys(k[:3] for k in groups))
+        several = len(entries) > 1
+        columns = _UNC_COLUMNS["regression" if task.kind == "regression" else "classes"]
+        arrow = "↑" if task.higher_is_better else "↓"
+        head = [
+            *(["model"] if several else []),
+            "head",
+            "noise",
+            "measured",
+            f"**{task.primary}** {arrow}",
+            *[h.replace("ECE", f"ECE ({bins_text} bins)") for _, h, _ in columns],
+            "seeds",
+        ]
+        lines += [
+            f"### {task.name}",
+            "",
+            f"{task.kind}; {task.description}" if task.description else task.kind,
+            "",
+            "| " + " | ".join(head) + " |",
+            "|" + "---|" * len(head),
+        ]
+        order = sorted(
+            groups,
+            key=lambda k: (entries.index(k[:3]), float(k[4]), k[3] != "none", k[3]),
+        )
+        for key in order:
+            members = groups[key]
+            model, protocol, fraction, method, rate = key
+            mean, std, _ = _mean_std(members, "primary")
+            measured = _mean_std(members, "noise_measured")[0]
+            cells = [
+                *(
+                    [f"{_label(model, labels)} ({protocol}, {float(fraction):.0%})"]
+                    if several
+                    else []
+                ),
+                _head_name(method),
+                rate,
+                _fmt(measured) if float(rate) > 0 else "–",
+                _spread(mean, std, len(members), bold=True),
+            ]
+            for name, _, _ in columns:
+                m, sd, _ = _mean_std(members, name)
+                cells.append(_spread(m, sd, len(members)))
+            cells.append(str(len(members)))
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        if task.kind == "regression" and any(k[3] == "none" for k in groups):
+            lines += [
+                "A deterministic regression model predicts no variance: it has no Gaussian NLL "
+                "or coverage (–), and its discard curve (every uncertainty tied at 0) tests "
+                "nothing.",
+                "",
+            ]
+        # figures: every head of the first entry at the highest noise rate, pooled over seeds
+        top = max((float(k[4]) for k in groups), default=0.0)
+        shown = {
+            k: v
+            for k, v in groups.items()
+            if float(k[4]) == top and (several or k[:3] == entries[0])
+        }
+        records = {
+            (f"{_label(k[0], labels)} " if several else "") + _head_name(k[3]): [
+                c for c in (_read_curves(out, r) for r in v) if c is not None
+            ]
+            for k, v in sorted(shown.items(), key=lambda kv: (kv[0][3] != "none", kv[0][3]))
+        }
+        records = {k: v for k, v in records.items() if v}
+        stem = f"uncertainty_{_file_name(task.name)}"
+        where = f"{task.name}, noise rate {top:g}" if top > 0 else task.name
+        if task.kind != "regression":
+            panels = {k: p for k, v in records.items() if (p := _pooled_reliability(v))}
+            if panels:
+                _plot_reliability(out / f"{stem}_reliability.png", panels, where)
+                lines += [f"![reliability, {where}]({stem}_reliability.png)", ""]
+        curves = {k: c for k, v in list(records.items())[:6] if (c := _pooled_discard(v))}
+        if curves and len({c.metric for c in curves.values()}) == 1:
+            discard_png(
+                curves, out / f"{stem}_discard.png", f"discard test, {where} (mean over seeds)"
+            )
+            lines += [f"![discard test, {where}]({stem}_discard.png)", ""]
+        for entry in entries:
+            for method in sorted({k[3] for k in groups if k[:3] == entry} - {"none"}):
+                sentence = _comparison(task, groups, entry, method)
+                if sentence:
+                    prefix = f"{_label(entry[0], labels)} ({entry[1]}): " if several else ""
+                    lines += [prefix + sentence, ""]
+    if failed:
+        lines += [
+            "Runs whose uncertainty evaluation failed (their task metrics stand; the log has the "
+            "traceback):",
+            "",
+        ]
+        lines += [
+            f"- {r['task']} {_label(r['model'], labels)} {r['protocol']} "
+            f"{_head_name(variant_of(r)[0])} noise {variant_of(r)[1]} seed {r['seed']}: "
+            f"{str(r.get('reason'))[len(_UNC_FAILED) + 2 :]}"
+            for r in failed
+        ]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -551,6 +965,9 @@ def write_report(
     if has_tasks:
         lines += ["![per task](per_task.png)", ""]
     lines += [results_table(ok, suite, labels), ""]
+    section = uncertainty_section(out, rows, suite, labels)
+    if section:
+        lines += [section, ""]
     lines += ["## Setup", "", "| task | kind | data | primary metric |", "|---|---|---|---|"]
     for t in suite.tasks:
         arrow = "higher" if t.higher_is_better else "lower"

@@ -23,7 +23,24 @@ What a run does:
    trains for ``max_steps`` steps of AdamW (linear warm-up, cosine decay); there is no model
    selection on the validation split and no augmentation: the last weights are tested;
 4. the test split is scored with :mod:`thinkingearth.tasks.metrics`, and the cost meters
-   (:mod:`thinkingearth.bench.meters`) are read.
+   (:mod:`thinkingearth.bench.meters`) are read;
+5. the test split is scored once more for its uncertainty
+   (:func:`thinkingearth.uncertainty.evaluation.evaluate_uncertainty`: ECE with its bin count,
+   NLL, Brier, discard test, correlation of uncertainty with error; regression: Gaussian NLL,
+   90 % coverage); the metrics join the row and the curves (reliability diagram, discard curve)
+   are stored in ``OUT/curves/<run>.json`` so the report can be rebuilt from files. If that
+   evaluation fails the run stays ``ok`` (its task metrics are sound), its ``reason`` says
+   ``uncertainty evaluation failed: ...`` and the report lists it.
+
+Uncertainty and label noise are part of the run key (columns ``uncertainty`` and ``noise``):
+``uncertainty`` names the head method of :class:`thinkingearth.tasks.variants.UncertaintyHead`
+(``none``: the plain deterministic module; the head's other settings are the suite's
+``Suite.head``); ``noise`` is the rate of label noise applied to the **training split only**
+(:class:`thinkingearth.uncertainty.noise.NoisyLabels`, the task's ``noise_model`` or the task
+kind's default, seeded by the run's seed); the test split keeps its clean labels. A network that
+cannot take a head method (a complete dense model such as the U-Net has no separate head) gives
+a ``skipped`` row with the reason. Rows of a ``results.csv`` written before these columns
+existed read as ``none`` and ``0``, so such a benchmark resumes.
 
 Evaluation protocols train nothing (``zero-shot``, :mod:`thinkingearth.bench.zeroshot`): a
 vision-language model scores the test split directly (class names through prompts, retrieval
@@ -79,15 +96,29 @@ from thinkingearth.tasks.training import (
     fit_normaliser,
     target_stats_of,
 )
+from thinkingearth.tasks.variants import (
+    UNCERTAINTY_METHODS,
+    UncertaintyHead,
+    get_uncertainty_builder,
+)
 
 __all__ = [
+    "CURVES_DIR",
     "FIXED_COLUMNS",
+    "NO_UNCERTAINTY",
     "RESULTS_NAME",
     "BenchResult",
     "RunKey",
+    "check_noise",
+    "check_uncertainty",
+    "machine_summary",
+    "measured_noise",
+    "noise_model_of",
     "plan_runs",
     "read_results",
     "run_bench",
+    "train_split",
+    "uncertainty_head",
     "write_results",
 ]
 
@@ -101,6 +132,8 @@ FIXED_COLUMNS: tuple[str, ...] = (
     "protocol",
     "fraction",
     "seed",
+    "uncertainty",
+    "noise",
     "status",
     "reason",
     "primary_metric",
@@ -123,14 +156,26 @@ _CLASSIFICATION = ("classification", "multilabel")
 Accelerator = Literal["cpu", "gpu", "auto"]
 
 
+#: Uncertainty method of the plain deterministic module (the default ``uncertainty`` column).
+NO_UNCERTAINTY = "none"
+#: Folder of OUT holding each run's reliability and discard curves (JSON).
+CURVES_DIR = "curves"
+
+
 class RunKey(NamedTuple):
-    """What identifies a run (and its row)."""
+    """What identifies a run (and its row).
+
+    ``uncertainty`` is the head method (``none``: deterministic) and ``noise`` the rate of label
+    noise on the training split (text, ``"0"``: clean labels).
+    """
 
     task: str
     model: str
     protocol: str
     fraction: str
     seed: int
+    uncertainty: str = NO_UNCERTAINTY
+    noise: str = "0"
 
 
 def _fraction_text(fraction: float) -> str:
@@ -144,7 +189,42 @@ def _row_key(row: Mapping[str, Any]) -> RunKey:
         str(row["protocol"]),
         _fraction_text(float(row["fraction"])),
         int(row["seed"]),
+        str(row.get("uncertainty") or NO_UNCERTAINTY),  # rows written before the column
+        _fraction_text(float(row.get("noise") or 0.0)),
     )
+
+
+def check_uncertainty(methods: Sequence[str]) -> tuple[str, ...]:
+    """The uncertainty methods of a benchmark, checked (duplicates dropped, order kept).
+
+    Raises:
+        UserInputError: For an empty list or an unknown method.
+    """
+    values = tuple(dict.fromkeys(str(m).strip() for m in methods))
+    if not values:
+        raise UserInputError("give at least one uncertainty method, e.g. --uncertainty none")
+    for method in values:
+        if method not in UNCERTAINTY_METHODS:
+            raise UserInputError(
+                f"unknown uncertainty method {method!r}; expected one of: "
+                f"{', '.join(UNCERTAINTY_METHODS)}"
+            )
+    return values
+
+
+def check_noise(rates: Sequence[float]) -> tuple[float, ...]:
+    """The label-noise rates of a benchmark, checked (duplicates dropped, order kept).
+
+    Raises:
+        UserInputError: For an empty list or a rate outside ``[0, 1)``.
+    """
+    values = tuple(dict.fromkeys(float(r) for r in rates))
+    if not values:
+        raise UserInputError("give at least one noise rate, e.g. --noise 0")
+    for rate in values:
+        if not (math.isfinite(rate) and 0.0 <= rate < 1.0):
+            raise UserInputError(f"noise rate must be in [0, 1); got {rate:g}")
+    return values
 
 
 @dataclass
@@ -227,12 +307,20 @@ def plan_runs(
     seeds: Sequence[int],
     protocols: Sequence[str] | None = None,
     fractions: Sequence[float] | None = None,
+    uncertainty: Sequence[str] | None = None,
+    noise: Sequence[float] | None = None,
 ) -> list[RunKey]:
-    """Every run of a benchmark, in execution order (task, model, protocol, fraction, seed).
+    """Every run of a benchmark, in execution order (task, model, protocol, fraction,
+    uncertainty, noise, seed).
 
     Encoders run the suite's protocols for the task kind (or ``protocols``); baselines always
     ``finetune``; ``chance`` the evaluation protocols (``zero-shot``) on the kinds they score.
-    Evaluation protocols run at label fraction 1 only: they use no labels.
+    Evaluation protocols run at label fraction 1, without a head method and without label noise
+    only: they train nothing. ``uncertainty`` and ``noise`` default to the suite's.
+
+    Raises:
+        UserInputError: For an unknown protocol or uncertainty method, a label fraction outside
+            ``(0, 1]`` or a noise rate outside ``[0, 1)``.
     """
     chosen = (
         [p if p in EVALUATION_PROTOCOLS else check_protocol(p) for p in protocols]
@@ -242,6 +330,8 @@ def plan_runs(
     fracs = tuple(fractions) if fractions else suite.fractions
     for f in fracs:
         label_fraction_indices(1, f, 0)  # validates the fraction
+    methods = check_uncertainty(suite.uncertainty if uncertainty is None else uncertainty)
+    rates = [_fraction_text(r) for r in check_noise(suite.noise if noise is None else noise)]
     keys: list[RunKey] = []
     for task in suite.tasks:
         for spec in models:
@@ -254,10 +344,20 @@ def plan_runs(
             for protocol in protos:
                 evaluation = protocol in EVALUATION_PROTOCOLS
                 for fraction in (1.0,) if evaluation else fracs:
-                    for seed in seeds:
-                        keys.append(
-                            RunKey(task.name, spec.name, protocol, _fraction_text(fraction), seed)
-                        )
+                    for method in (NO_UNCERTAINTY,) if evaluation else methods:
+                        for rate in ("0",) if evaluation else rates:
+                            keys += [
+                                RunKey(
+                                    task.name,
+                                    spec.name,
+                                    protocol,
+                                    _fraction_text(fraction),
+                                    seed,
+                                    method,
+                                    rate,
+                                )
+                                for seed in seeds
+                            ]
     return keys
 
 
@@ -301,9 +401,27 @@ def _prepare(task: TaskSpec, suite: Suite) -> _Prepared:
 # ----------------------------------------------------------------------------------------------
 
 
+def uncertainty_head(suite: Suite, method: str) -> UncertaintyHead:
+    """The :class:`~thinkingearth.tasks.variants.UncertaintyHead` of ``method`` with the suite's
+    head settings (``Suite.head``: samples, temperature, mc_samples, dropout, members).
+
+    Raises:
+        UserInputError: For a bad setting (one line naming it).
+    """
+    return UncertaintyHead(uncertainty=method, **dict(suite.head))  # type: ignore[arg-type]
+
+
 def _task_module(
-    task: TaskSpec, net: Any, protocol: str, suite: Suite, train: Dataset[dict[str, Any]]
+    task: TaskSpec,
+    net: Any,
+    protocol: str,
+    suite: Suite,
+    train: Dataset[dict[str, Any]],
+    method: str = NO_UNCERTAINTY,
 ) -> TaskModule:
+    extra: dict[str, Any] = {}
+    if method != NO_UNCERTAINTY:  # the plain module is built exactly as before
+        extra["uncertainty"] = uncertainty_head(suite, method)
     return build_task_module(
         task.kind,
         net,
@@ -314,6 +432,58 @@ def _task_module(
         ignore_index=task.ignore_index,
         decoder_channels=suite.decoder_channels,
         target_stats=target_stats_of(train) if task.kind == "regression" else (0.0, 1.0),
+        **extra,
+    )
+
+
+def noise_model_of(task: TaskSpec) -> str:
+    """The label-noise model of a task: its ``noise_model``, else the task kind's default."""
+    if task.noise_model is not None:
+        return task.noise_model
+    from thinkingearth.uncertainty.noise import DEFAULT_NOISE
+
+    return str(DEFAULT_NOISE[task.kind])  # type: ignore[index]
+
+
+def train_split(prepared: _Prepared, task: TaskSpec, key: RunKey) -> Dataset[dict[str, Any]]:
+    """The training samples of a run: the seeded label fraction of the training split, with
+    the run's label noise (:class:`~thinkingearth.uncertainty.noise.NoisyLabels`, seeded by the
+    run's seed) when its rate is above 0. The test split is never made noisy."""
+    indices = label_fraction_indices(len(prepared.train), float(key.fraction), key.seed)
+    rate = float(key.noise)
+    if rate == 0.0:
+        return Subset(prepared.train, indices)
+    from thinkingearth.uncertainty.noise import LabelNoise, NoisyLabels
+
+    noisy = NoisyLabels(
+        prepared.train,
+        LabelNoise(noise_model_of(task), rate, seed=int(key.seed)),  # type: ignore[arg-type]
+        task.kind,  # type: ignore[arg-type]
+        task.num_classes,
+        ignore_index=task.ignore_index,
+    )
+    return Subset(noisy, indices)
+
+
+def measured_noise(train: Dataset[dict[str, Any]], task: TaskSpec) -> float:
+    """The share of training labels (pixels) the noise changed, measured on the samples, as
+    the noise model states its rate (``missed-flood``: the share of the flood pixels)."""
+    from thinkingearth.uncertainty.noise import FLOOD_CLASS, LABEL_KEYS, measured_rate
+
+    label = LABEL_KEYS[task.kind]  # type: ignore[index]
+    clean, noisy = [], []
+    for i in range(len(train)):  # type: ignore[arg-type]
+        sample = train[i]
+        clean.append(torch.as_tensor(sample[f"{label}_clean"]))
+        noisy.append(torch.as_tensor(sample[label]))
+    return float(
+        measured_rate(
+            torch.stack(clean),
+            torch.stack(noisy),
+            task.kind,  # type: ignore[arg-type]
+            ignore_index=task.ignore_index,
+            of_class=FLOOD_CLASS if noise_model_of(task) == "missed-flood" else None,
+        )
     )
 
 
@@ -336,6 +506,8 @@ def _device(accelerator: str) -> torch.device:
 
 def _run_id(key: RunKey) -> str:
     text = f"{key.task}__{key.model}__{key.protocol}__f{key.fraction}__s{key.seed}"
+    if key.uncertainty != NO_UNCERTAINTY or key.noise != "0":  # older runs keep their names
+        text += f"__u{key.uncertainty}__n{key.noise}"
     return re.sub(r"[^0-9A-Za-z_.-]+", "_", text)[-150:]
 
 
@@ -380,12 +552,13 @@ def _run_one(
     spec: ModelSpec,
     suite: Suite,
     accelerator: Accelerator,
-    logs: Path,
+    out: Path,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger
 
+    logs = out / "logs"
     row: dict[str, Any] = {
         "suite": suite.name,
         "task": task.name,
@@ -394,6 +567,8 @@ def _run_one(
         "protocol": key.protocol,
         "fraction": key.fraction,
         "seed": key.seed,
+        "uncertainty": key.uncertainty,
+        "noise": key.noise,
         "primary_metric": task.primary,
     }
     reason = _skip_reason(task, spec, key.protocol)
@@ -417,9 +592,20 @@ def _run_one(
         frozen = key.protocol != "finetune"
         if frozen and suite.cache_features and isinstance(net, Backbone):
             net = FeatureCache(net)
-        indices = label_fraction_indices(len(prepared.train), float(key.fraction), key.seed)
-        train = Subset(prepared.train, indices)
-        module = _task_module(task, net, key.protocol, suite, train)
+        train = train_split(prepared, task, key)
+        noise_facts: dict[str, Any] = {}
+        if float(key.noise) > 0:
+            noise_facts = {
+                "noise_model": noise_model_of(task),
+                "noise_measured": measured_noise(train, task),
+            }
+        try:
+            module = _task_module(task, net, key.protocol, suite, train, key.uncertainty)
+        except UserInputError as error:
+            if key.uncertainty == NO_UNCERTAINTY:
+                raise
+            # e.g. a head method on a complete dense model (the U-Net has no separate head)
+            return {**row, "status": "skipped", "reason": str(error)}
         loader, batch = _train_loader(train, suite, key.seed)
         test_loader = _test_loader(prepared.test, suite)
         progress, bar = progress_callbacks(log, f"[bench] {_run_id(key)}")
@@ -445,6 +631,8 @@ def _run_one(
                 trainer.fit(module, train_dataloaders=loader)
             train_seconds = time.perf_counter() - start
             trainer.test(module, dataloaders=test_loader, verbose=False)
+            module.to(device)
+            scored = _score_uncertainty(module, test_loader, task, suite, device, key, out, log)
             if isinstance(net, FeatureCache):
                 net.enabled = False
                 net.clear()
@@ -454,7 +642,7 @@ def _run_one(
         metrics = dict(module.test_results)
         row.update(
             status="ok",
-            reason="",
+            reason=scored.pop("reason", ""),
             primary=metrics.get(task.primary, math.nan),
             train_seconds=train_seconds,
             inference_ips=ips,
@@ -469,6 +657,8 @@ def _run_one(
             device=str(device),
         )
         row.update(metrics)
+        row.update(noise_facts)
+        row.update(scored)
         return row
     except UnsupportedTaskError as error:
         return {**row, "status": "skipped", "reason": str(error)}
@@ -480,6 +670,82 @@ def _run_one(
 # ----------------------------------------------------------------------------------------------
 # The benchmark
 # ----------------------------------------------------------------------------------------------
+
+
+def _curve_arrays(value: Any) -> Any:
+    """A curve dataclass (Reliability, DiscardCurve) as plain JSON values."""
+    import dataclasses
+
+    import numpy as np
+
+    if value is None:
+        return None
+    out = {}
+    for f in dataclasses.fields(value):
+        item = getattr(value, f.name)
+        if isinstance(item, np.ndarray | torch.Tensor):
+            item = np.asarray(item, dtype=np.float64).tolist()
+        elif isinstance(item, np.generic):
+            item = item.item()
+        out[f.name] = item
+    return out
+
+
+def _score_uncertainty(
+    module: TaskModule,
+    loader: DataLoader[Any],
+    task: TaskSpec,
+    suite: Suite,
+    device: torch.device,
+    key: RunKey,
+    out: Path,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """The uncertainty evaluation of a trained run on the (clean) test split.
+
+    Returns the metrics of :func:`thinkingearth.uncertainty.evaluation.evaluate_uncertainty`,
+    ``uncertainty_seconds`` and ``curves`` (the JSON file of the run's reliability diagram and
+    discard curve, relative to ``out``); when the evaluation fails, only ``reason`` saying so
+    (the run's task metrics stand; the failure is logged with its traceback and listed in the
+    report).
+    """
+    import json
+
+    start = time.perf_counter()
+    try:
+        from thinkingearth.uncertainty.evaluation import evaluate_uncertainty
+
+        result = evaluate_uncertainty(
+            module,
+            loader,
+            task.kind,
+            ignore_index=task.ignore_index,
+            bins=suite.ece_bins,
+            device=str(device),
+            seed=int(key.seed),
+        )
+        seconds = time.perf_counter() - start
+        relative = f"{CURVES_DIR}/{_run_id(key)}.json"
+        record = {
+            "task": key.task,
+            "model": key.model,
+            "protocol": key.protocol,
+            "fraction": key.fraction,
+            "seed": key.seed,
+            "uncertainty": key.uncertainty,
+            "noise": key.noise,
+            "metrics": {k: float(v) for k, v in result.metrics.items()},
+            "reliability": _curve_arrays(result.reliability),
+            "discard": _curve_arrays(result.discard),
+        }
+        path = out / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as tmp:
+            tmp.write_text(json.dumps(record, allow_nan=True), encoding="utf-8")
+    except Exception as error:  # the run's task metrics still stand; said in row and report
+        log(f"[bench] {_run_id(key)}: uncertainty evaluation failed:\n{traceback.format_exc()}")
+        return {"reason": f"uncertainty evaluation failed: {_one_line(error)}"}
+    return {**result.metrics, "uncertainty_seconds": seconds, "curves": relative}
 
 
 def _seed_list(seeds: int | Sequence[int]) -> list[int]:
@@ -502,6 +768,8 @@ def run_bench(
     data_root: str | Path | None = None,
     protocols: Sequence[str] | None = None,
     fractions: Sequence[float] | None = None,
+    uncertainty: str | Sequence[str] | None = None,
+    noise: Sequence[float] | None = None,
     max_steps: int | None = None,
     accelerator: Accelerator = "cpu",
     threads: int | None = None,
@@ -520,6 +788,10 @@ def run_bench(
         data_root: Root of the real data (``kurosiwo``, ``copernicus-bench``).
         protocols: Encoder protocols for every task (default: the suite's per task kind).
         fractions: Label fractions (default: the suite's).
+        uncertainty: Uncertainty head methods, comma-separated or a list (``none``,
+            ``heteroscedastic``, ``mc_dropout``, ``ensemble``; default: the suite's).
+        noise: Label-noise rates in ``[0, 1)`` applied to the training split (default: the
+            suite's).
         max_steps: Training steps per run (default: the suite's).
         accelerator: ``cpu``, ``gpu`` or ``auto``.
         threads: PyTorch intra-op CPU threads during the benchmark (default: the suite's
@@ -535,8 +807,11 @@ def run_bench(
 
     Raises:
         UserInputError: For unknown names, a missing data root, an ``OUT`` holding another
-            suite's results, or data a non-optional task cannot read.
+            suite's results, an unknown uncertainty method, a noise rate outside ``[0, 1)``, or
+            data a non-optional task cannot read.
     """
+    if isinstance(uncertainty, str):
+        uncertainty = [m for m in uncertainty.split(",") if m.strip()]
     if threads is not None and threads < 1:
         raise UserInputError(f"--threads must be a positive number; got {threads}")
     spec = get_suite(suite, data_root) if isinstance(suite, str) else suite
@@ -552,6 +827,8 @@ def run_bench(
             seeds=seeds,
             protocols=protocols,
             fractions=fractions,
+            uncertainty=uncertainty,
+            noise=noise,
             max_steps=max_steps,
             accelerator=accelerator,
             command=command,
@@ -571,6 +848,8 @@ def _run_bench(
     seeds: int | Sequence[int],
     protocols: Sequence[str] | None,
     fractions: Sequence[float] | None,
+    uncertainty: Sequence[str] | None,
+    noise: Sequence[float] | None,
     max_steps: int | None,
     accelerator: Accelerator,
     command: str | None,
@@ -592,7 +871,10 @@ def _run_bench(
         spec = replace(spec, max_steps=int(max_steps))
     specs = resolve_models(models if models else list(spec.models))
     seed_values = _seed_list(seeds)
-    keys = plan_runs(spec, specs, seed_values, protocols, fractions)
+    keys = plan_runs(spec, specs, seed_values, protocols, fractions, uncertainty, noise)
+    for method in sorted({k.uncertainty for k in keys} - {NO_UNCERTAINTY}):
+        get_uncertainty_builder(method)  # an uninstalled method stops here, before any run
+        uncertainty_head(spec, method)  # and so do bad Suite.head settings
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserInputError(f"--out {out} is a file; expected a folder")
@@ -607,6 +889,9 @@ def _run_bench(
             "again, or choose another --out"
         )
     rows: list[dict[str, Any]] = [dict(r) for r in existing if r.get("status") in _DONE]
+    for r in rows:  # rows written before these columns existed: deterministic, clean labels
+        r["uncertainty"] = r.get("uncertainty") or NO_UNCERTAINTY
+        r["noise"] = r.get("noise") or "0"
     done = {_row_key(r) for r in rows}
     pending = [k for k in keys if k not in done]
     by_name = {s.name: s for s in specs}
@@ -647,9 +932,7 @@ def _run_bench(
                 continue
             for key in todo:
                 start = time.perf_counter()
-                row = _run_one(
-                    key, task, prepared, by_name[key.model], spec, accelerator, out / "logs", log
-                )
+                row = _run_one(key, task, prepared, by_name[key.model], spec, accelerator, out, log)
                 rows.append(row)
                 ran += 1
                 write_results(results, rows)
@@ -661,9 +944,14 @@ def _run_bench(
                     if row["status"] == "ok"
                     else row.get("reason", "")
                 )
+                variant = (
+                    f" {key.uncertainty} noise={key.noise}"
+                    if (key.uncertainty, key.noise) != (NO_UNCERTAINTY, "0")
+                    else ""
+                )
                 log(
                     f"[bench] {ran}/{len(pending)} {task.name} {key.model} {key.protocol} "
-                    f"f={key.fraction} seed={key.seed}: {row['status']} ({shown}) "
+                    f"f={key.fraction}{variant} seed={key.seed}: {row['status']} ({shown}) "
                     f"{time.perf_counter() - start:.1f} s"
                 )
     if not existing and not rows:
@@ -693,6 +981,8 @@ def _skipped_for_data(suite: Suite, task: TaskSpec, key: RunKey, reason: str) ->
         "protocol": key.protocol,
         "fraction": key.fraction,
         "seed": key.seed,
+        "uncertainty": key.uncertainty,
+        "noise": key.noise,
         "status": "skipped",
         "reason": f"data not available: {reason}",
         "primary_metric": task.primary,
