@@ -727,13 +727,7 @@ def _score_uncertainty(
         seconds = time.perf_counter() - start
         relative = f"{CURVES_DIR}/{_run_id(key)}.json"
         record = {
-            "task": key.task,
-            "model": key.model,
-            "protocol": key.protocol,
-            "fraction": key.fraction,
-            "seed": key.seed,
-            "uncertainty": key.uncertainty,
-            "noise": key.noise,
+            **key._asdict(),  # task, model, protocol, fraction, seed, uncertainty, noise
             "metrics": {k: float(v) for k, v in result.metrics.items()},
             "reliability": _curve_arrays(result.reliability),
             "discard": _curve_arrays(result.discard),
@@ -975,14 +969,8 @@ def _run_bench(
 def _skipped_for_data(suite: Suite, task: TaskSpec, key: RunKey, reason: str) -> dict[str, Any]:
     return {
         "suite": suite.name,
-        "task": task.name,
+        **key._asdict(),
         "kind": task.kind,
-        "model": key.model,
-        "protocol": key.protocol,
-        "fraction": key.fraction,
-        "seed": key.seed,
-        "uncertainty": key.uncertainty,
-        "noise": key.noise,
         "status": "skipped",
         "reason": f"data not available: {reason}",
         "primary_metric": task.primary,

@@ -33,6 +33,7 @@ __all__ = [
     "NormalisedDataset",
     "build_task_module",
     "fit_normaliser",
+    "plain_task_arguments",
     "target_stats_of",
 ]
 
@@ -154,11 +155,6 @@ def build_task_module(
         UserInputError: For an unknown protocol, or an uncertainty method that is not installed
             or does not support this kind or network.
     """
-    from thinkingearth.tasks.change import ChangeTask
-    from thinkingearth.tasks.classification import ClassificationTask
-    from thinkingearth.tasks.regression import RegressionTask
-    from thinkingearth.tasks.segmentation import SegmentationTask
-
     p = check_protocol(protocol)
     if uncertainty is not None and not uncertainty.plain:
         builder = get_uncertainty_builder(uncertainty.uncertainty)
@@ -189,45 +185,91 @@ def build_task_module(
                 "head it was given (checkpoints store it)"
             )
         return module
+    if kind in CLASSIFICATION_KINDS and not isinstance(net, Backbone):
+        raise TypeError(f"{type(net).__name__} gives no pooled features for {kind}")
+    cls, args, options = plain_task_arguments(
+        kind,
+        num_classes=num_classes,
+        protocol=p,
+        lr=lr,
+        class_names=class_names,
+        ignore_index=ignore_index,
+        decoder_channels=decoder_channels,
+        weight_decay=weight_decay,
+        warmup=warmup,
+        fusion=fusion,
+        target_stats=target_stats,
+        dense_head=head,
+    )
+    return cls(net, *args, **options)
+
+
+def plain_task_arguments(
+    kind: str,
+    *,
+    num_classes: int,
+    protocol: str,
+    lr: float,
+    class_names: Sequence[str] | None = None,
+    ignore_index: int | None = None,
+    decoder_channels: int = 128,
+    weight_decay: float = 0.05,
+    warmup: float = 0.05,
+    fusion: Literal["diff", "concat"] = "diff",
+    target_stats: tuple[float, float] = (0.0, 1.0),
+    dense_head: DenseHeadKind | None = None,
+) -> tuple[type[TaskModule], tuple[Any, ...], dict[str, Any]]:
+    """The plain task class of ``kind`` and its arguments after the backbone.
+
+    The one mapping from :func:`build_task_module`'s arguments to a task class's constructor:
+    uncertainty variants (subclasses of these classes) are built from it too, so they are built
+    exactly like the plain module of the kind. Arguments as :func:`build_task_module` (the dense
+    head kind as ``dense_head``).
+
+    Returns:
+        ``(class, positional arguments, keyword arguments)``: ``class(net, *args, **kwargs)``.
+    """
+    from thinkingearth.tasks.change import ChangeTask
+    from thinkingearth.tasks.classification import ClassificationTask
+    from thinkingearth.tasks.regression import RegressionTask
+    from thinkingearth.tasks.segmentation import SegmentationTask
+
     names = tuple(class_names) if class_names else None
-    common: dict[str, Any] = dict(protocol=p, lr=lr, weight_decay=weight_decay, warmup=warmup)
+    common: dict[str, Any] = dict(
+        protocol=check_protocol(protocol), lr=lr, weight_decay=weight_decay, warmup=warmup
+    )
     if kind in CLASSIFICATION_KINDS:
-        if not isinstance(net, Backbone):
-            raise TypeError(f"{type(net).__name__} gives no pooled features for {kind}")
-        return ClassificationTask(
-            net, num_classes, multilabel=kind == "multilabel", class_names=names, **common
-        )
+        options = dict(multilabel=kind == "multilabel", class_names=names, **common)
+        return ClassificationTask, (num_classes,), options
     if kind == "segmentation":
-        return SegmentationTask(
-            net,
-            num_classes,
+        options = dict(
             ignore_index=ignore_index,
             decoder_channels=decoder_channels,
             class_names=names,
-            head=head,
+            head=dense_head,
             **common,
         )
+        return SegmentationTask, (num_classes,), options
     if kind == "change":
         flood = num_classes == 3 and ignore_index == KURO_SIWO_IGNORE_INDEX
-        return ChangeTask(
-            net,
-            num_classes,
+        options = dict(
             ignore_index=ignore_index,
             fusion=fusion,
             decoder_channels=decoder_channels,
             class_names=names,
             metrics="flood" if flood else "segmentation",
-            head=head,
+            head=dense_head,
             **common,
         )
+        return ChangeTask, (num_classes,), options
     if kind == "regression":
         mean, std = target_stats
-        return RegressionTask(
-            net,
+        options = dict(
             target_mean=mean,
             target_std=std,
             decoder_channels=decoder_channels,
-            head=head,
+            head=dense_head,
             **common,
         )
+        return RegressionTask, (), options
     raise ValueError(f"unknown task kind {kind!r}")

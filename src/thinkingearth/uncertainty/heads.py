@@ -65,11 +65,13 @@ from thinkingearth.models.baselines import Backbone, DenseModel, TaskKind, WideR
 from thinkingearth.models.encoder import Encoder
 from thinkingearth.tasks.change import ChangeTask
 from thinkingearth.tasks.classification import ClassificationTask
-from thinkingearth.tasks.metrics import KURO_SIWO_IGNORE_INDEX
 from thinkingearth.tasks.protocols import EncoderBackbone, FeatureCache, TaskModule, output_size
 from thinkingearth.tasks.regression import RegressionTask
 from thinkingearth.tasks.segmentation import SegmentationTask
-from thinkingearth.tasks.training import CLASSIFICATION_KINDS, build_task_module
+from thinkingearth.tasks.training import (
+    build_task_module,
+    plain_task_arguments,
+)
 from thinkingearth.tasks.variants import TaskBuilder, UncertaintyHead
 from thinkingearth.uncertainty.losses import (
     gaussian_nll,
@@ -161,72 +163,6 @@ def _dense_mask(batch: Batch) -> Tensor:
 def _log_train_loss(module: TaskModule, loss: Tensor, batch: Batch) -> Tensor:
     module.log("train/loss", loss, prog_bar=False, batch_size=int(batch["image"].shape[0]))
     return loss
-
-
-def _plain_class(kind: str) -> type[TaskModule]:
-    if kind in CLASSIFICATION_KINDS:
-        return ClassificationTask
-    if kind == "segmentation":
-        return SegmentationTask
-    if kind == "change":
-        return ChangeTask
-    if kind == "regression":
-        return RegressionTask
-    raise ValueError(f"unknown task kind {kind!r}")
-
-
-def _constructor_arguments(
-    kind: str,
-    *,
-    num_classes: int,
-    protocol: str,
-    lr: float,
-    class_names: Sequence[str] | None = None,
-    ignore_index: int | None = None,
-    decoder_channels: int = 128,
-    weight_decay: float = 0.05,
-    warmup: float = 0.05,
-    fusion: str = "diff",
-    target_stats: tuple[float, float] = (0.0, 1.0),
-    dense_head: str | None = None,
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The arguments after ``backbone`` of the plain task class, as ``build_task_module`` gives
-    them (so a subclass is built exactly like the plain module of the kind)."""
-    names = tuple(class_names) if class_names else None
-    common: dict[str, Any] = dict(
-        protocol=protocol, lr=lr, weight_decay=weight_decay, warmup=warmup
-    )
-    if kind in CLASSIFICATION_KINDS:
-        return (num_classes,), dict(multilabel=kind == "multilabel", class_names=names, **common)
-    if kind == "segmentation":
-        return (num_classes,), dict(
-            ignore_index=ignore_index,
-            decoder_channels=decoder_channels,
-            class_names=names,
-            head=dense_head,
-            **common,
-        )
-    if kind == "change":
-        flood = num_classes == 3 and ignore_index == KURO_SIWO_IGNORE_INDEX
-        return (num_classes,), dict(
-            ignore_index=ignore_index,
-            fusion=fusion,
-            decoder_channels=decoder_channels,
-            class_names=names,
-            metrics="flood" if flood else "segmentation",
-            head=dense_head,
-            **common,
-        )
-    if kind == "regression":
-        mean, std = target_stats
-        return (), dict(
-            target_mean=mean,
-            target_std=std,
-            decoder_channels=decoder_channels,
-            head=dense_head,
-            **common,
-        )
-    raise ValueError(f"unknown task kind {kind!r}")
 
 
 def _needs_head(method: str, net: Backbone | DenseModel) -> None:
@@ -483,8 +419,8 @@ def build_heteroscedastic(
         UserInputError: For a complete network without a separate head (use ``ensemble``).
     """
     _needs_head("heteroscedastic", net)
-    args, options = _constructor_arguments(kind, **kwargs)
-    cls = _HETEROSCEDASTIC[_plain_class(kind)]
+    plain, args, options = plain_task_arguments(kind, **kwargs)
+    cls = _HETEROSCEDASTIC[plain]
     return cls(net, *args, uncertainty=head, **options)
 
 
@@ -595,8 +531,8 @@ def build_mc_dropout(
         UserInputError: For a complete network without a separate head (use ``ensemble``).
     """
     _needs_head("mc_dropout", net)
-    args, options = _constructor_arguments(kind, **kwargs)
-    cls = _MC_DROPOUT[_plain_class(kind)]
+    plain, args, options = plain_task_arguments(kind, **kwargs)
+    cls = _MC_DROPOUT[plain]
     return cls(net, *args, uncertainty=head, **options)
 
 
