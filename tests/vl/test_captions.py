@@ -88,6 +88,10 @@ def test_flood_caption_shares_in_words() -> None:
     )
     dry = np.zeros((4, 4), np.int64)
     assert flood_caption(dry) == "A Sentinel-1 radar image of land with no flooding."
+    lake = np.ones((4, 4), np.int64)  # no land in the window: the caption must not say land
+    assert flood_caption(lake) == (
+        "A Sentinel-1 radar image of permanent water with no flooding: 100% permanent water."
+    )
     little = np.zeros((100, 100), np.int64)
     little[0, :30] = 2
     assert "little flooding: less than 1% flooded" in (flood_caption(little) or "")

@@ -268,6 +268,10 @@ class DataConfig:
             split of ``kurosiwo`` (``null``: every patch or event). Other sources have none.
         shuffle_buffer: Source ``shards``: decoded samples each reader holds to shuffle (memory:
             this many samples per data-loader worker and sensor); 0 reads in shard order.
+        kurosiwo_captioned: Source ``kurosiwo``: read only the post-event acquisitions (MS1) of
+            the labelled tiles, each window with its ``flood_mask`` (which ``recipe: image_text``
+            turns into a caption of its flood shares); pre-event acquisitions and unlabelled
+            tiles have no label and are left out.
     """
 
     source: DataSource = "synthetic"
@@ -280,6 +284,7 @@ class DataConfig:
     cloud_cover: float = 0.0
     split: Literal["train", "val", "test"] | None = "train"
     shuffle_buffer: int = 1024
+    kurosiwo_captioned: bool = False
 
     def __post_init__(self) -> None:
         """The synthetic world makes :data:`SYNTHETIC_N` scenes per sensor unless told."""
@@ -721,6 +726,10 @@ class PretrainConfig:
             )
         if d.source == "synthetic" and d.split is None:
             raise UserInputError("data.split: the synthetic world needs train, val or test")
+        if d.kurosiwo_captioned and d.source != "kurosiwo":
+            raise UserInputError(
+                f"data.kurosiwo_captioned is only read by source kurosiwo, not {d.source}"
+            )
 
     def _validate_pair(self, names: list[str]) -> None:
         """The cross-sensor pair against the source: both sensors must be co-registered there."""

@@ -271,14 +271,16 @@ def flood_caption(
     details = ": " + " and ".join(parts) if parts else ""
     rng = _rng(seed, sample)
     what = sensor_phrase(sensor)
+    # "of land" only where there is land: a window of permanent water alone is not.
+    scene = "land" if water < 1.0 else "permanent water"
     templates = (
-        "A {what} image of land with {extent}{details}.",
+        "A {what} image of {scene} with {extent}{details}.",
         "{What} image showing {extent}{details}.",
         "Flood map scene from a {what} image with {extent}{details}.",
     )
     template = templates[0] if rng is None else templates[rng.randrange(len(templates))]
     return template.format(
-        what=what, What=what[:1].upper() + what[1:], extent=extent, details=details
+        what=what, What=what[:1].upper() + what[1:], extent=extent, details=details, scene=scene
     )
 
 

@@ -43,6 +43,7 @@ from thinkingearth.vl.text import load_text_encoder, parse_text_spec
 
 __all__ = [
     "CAPTIONED_SOURCES",
+    "CAPTION_OPTIONS",
     "ImageTextConfig",
     "ImageTextPretrain",
     "image_text",
@@ -50,8 +51,13 @@ __all__ = [
 ]
 
 #: Pretraining sources whose samples carry a ``caption`` (shards: those written from them), or
-#: BigEarthNet labels that become one (:func:`thinkingearth.vl.captions.bigearthnet_caption`).
-CAPTIONED_SOURCES: tuple[str, ...] = ("synthetic", "shards", "bigearthnet")
+#: BigEarthNet labels that become one (:func:`thinkingearth.vl.captions.bigearthnet_caption`), or
+#: (``kurosiwo``, only with ``data.kurosiwo_captioned: true``, see :data:`CAPTION_OPTIONS`) the
+#: window's Kuro Siwo flood mask that becomes one (:func:`thinkingearth.vl.captions.flood_caption`).
+CAPTIONED_SOURCES: tuple[str, ...] = ("synthetic", "shards", "bigearthnet", "kurosiwo")
+#: Sources of :data:`CAPTIONED_SOURCES` that carry captions only with a ``data`` option set:
+#: Kuro Siwo labels only its labelled tiles' post-event acquisition, so the option keeps those.
+CAPTION_OPTIONS: dict[str, str] = {"kurosiwo": "kurosiwo_captioned"}
 #: The caption of a BigEarthNet patch without any of the 19 classes (v1 patches whose labels the
 #: 19-class nomenclature drops): true of every patch, so it teaches nothing false.
 _NO_CLASS_CAPTION = "A satellite image."
@@ -97,10 +103,17 @@ def _validate(config: Any) -> dict[str, Any]:
     kind, _, _ = parse_text_spec(settings.text)
     if not settings.text_lr_ratio > 0:
         raise UserInputError(f"vl.text_lr_ratio must be > 0, got {settings.text_lr_ratio}")
-    if config.data.source not in CAPTIONED_SOURCES:
+    source = config.data.source
+    option = CAPTION_OPTIONS.get(source)
+    if source not in CAPTIONED_SOURCES or (option and not getattr(config.data, option)):
+        sources = [
+            f"{s} with data.{CAPTION_OPTIONS[s]}: true" if s in CAPTION_OPTIONS else s
+            for s in CAPTIONED_SOURCES
+        ]
         raise UserInputError(
-            f"recipe image_text needs a caption per sample, which data.source "
-            f"{config.data.source} has none of; use {' or '.join(CAPTIONED_SOURCES)}"
+            f"recipe image_text needs a caption per sample, which data.source {source} has "
+            f"none of{f' without data.{option}: true' if option else ''}; use "
+            f"{' or '.join(sources)}"
         )
     if kind == "minilm":
         from thinkingearth.models.text import text_encoder_available
@@ -119,6 +132,20 @@ def _label_captions(labels: Any, sensor: str) -> list[str] | None:
     if not isinstance(labels, Tensor) or labels.ndim != 2 or labels.shape[1] not in (19, 43):
         return None
     return [bigearthnet_caption(row, sensor=sensor) or _NO_CLASS_CAPTION for row in labels.cpu()]
+
+
+def _flood_captions(masks: Any, sensor: str) -> list[str] | None:
+    """Captions from Kuro Siwo flood masks ``[B, H, W]`` (the ``kurosiwo`` source's windows).
+
+    A window whose mask has no valid pixel (all 3, ignored) says nothing about water; its caption
+    names only the sensor, which is true of it.
+    """
+    from thinkingearth.vl.captions import flood_caption, sensor_phrase
+
+    if not isinstance(masks, Tensor) or masks.ndim != 3:
+        return None
+    unlabelled = f"A {sensor_phrase(sensor)} image."
+    return [flood_caption(mask, sensor=sensor) or unlabelled for mask in masks.cpu()]
 
 
 class ImageTextPretrain(PretrainModule):
@@ -175,6 +202,8 @@ class ImageTextPretrain(PretrainModule):
         """The image-caption contrastive loss of one (one-sensor) batch."""
         sensor = str(batch["sensor"][0]) if batch.get("sensor") else "?"
         captions = batch.get("caption")
+        if captions is None and batch.get("flood_mask") is not None:
+            captions = _flood_captions(batch["flood_mask"], sensor)
         if captions is None:
             captions = _label_captions(batch.get("labels"), sensor)
         if (

@@ -677,11 +677,7 @@ class KuroSiwo(Dataset):
         height, width = mlu.shape
         image = torch.from_numpy(np.stack(layers).reshape(len(SCENES), len(_POLS), height, width))
 
-        mask = mlu.astype(np.int64)
-        invalid = (mna != 1) | (mask < 0) | (mask > self.ignore_index)
-        if nodata is not None and not math.isnan(nodata):
-            invalid |= mlu == nodata
-        mask[invalid] = self.ignore_index
+        mask = _label_mask(mlu, mna, nodata, self.ignore_index)
 
         centre_x, centre_y = _apply(transform, width / 2.0, height / 2.0)
         lon, lat = _lonlat(crs, centre_x, centre_y)
@@ -712,6 +708,16 @@ class KuroSiwo(Dataset):
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample
+
+
+def _label_mask(mlu: np.ndarray, mna: np.ndarray, nodata: Any, ignore_index: int) -> np.ndarray:
+    """MLU as int64 with pixels where MNA != 1, MLU is out of range or nodata set to ignore."""
+    mask = mlu.astype(np.int64)
+    invalid = (mna != 1) | (mask < 0) | (mask > ignore_index)
+    if nodata is not None and not math.isnan(nodata):
+        invalid |= mlu == nodata
+    mask[invalid] = ignore_index
+    return mask
 
 
 def _as_ids(values: Iterable[Any], what: str) -> set[int]:
@@ -846,7 +852,7 @@ class KuroSiwoSAR(Dataset):
     as stored (0 = no data), ``time`` float64 ``[T]``, ``scenes``, ``bands`` (VV, VH),
     ``sensor``, ``units`` (``"linear"``), ``lon``/``lat`` of the tile centre, ``gsd``, ``crs``,
     ``transform``, ``actid``, ``aoi`` and ``tile``; no mask. :meth:`read_scene` reads one
-    acquisition only.
+    acquisition only; :meth:`read_mask` the flood mask of a labelled tile (its MS1's label).
 
     Args:
         root: dataset root, the folder that contains ``data/``.
@@ -952,6 +958,36 @@ class KuroSiwoSAR(Dataset):
             "tile": str(record["tile"]),
             "scene": scene,
         }
+
+    def labelled(self, index: int) -> bool:
+        """Whether tile ``index`` is a labelled tile (it has the ``MK0`` flood mask)."""
+        return index < self.labelled_tiles
+
+    def read_mask(self, index: int) -> torch.Tensor:
+        """The flood mask of labelled tile ``index``, as :class:`KuroSiwo` reads it.
+
+        int64 ``[H, W]``: 0 no water, 1 permanent water, 2 flood, 3 (:attr:`KuroSiwo.ignore_index`)
+        where MNA != 1 or MLU is nodata or out of range. It labels the post-event acquisition
+        (MS1) on the grid of the tile's SAR.
+
+        Raises:
+            UserInputError: tile ``index`` is unlabelled (an area ``00`` tile has no mask).
+            DataLayoutError: a mask file is missing or its size differs from the SAR's.
+        """
+        record = self.records[index]
+        if not self.labelled(index):
+            raise UserInputError(
+                f"Kuro Siwo tile {record['path']} is unlabelled (area 00); it has no flood mask"
+            )
+        folder = self.root / record["path"]
+        mlu, _, _, nodata = KuroSiwo._read(folder, record["files"]["MK0_MLU"])
+        mna, _, _, _ = KuroSiwo._read(folder, record["files"]["MK0_MNA"])
+        if mlu.shape != mna.shape:
+            raise DataLayoutError(
+                f"Kuro Siwo tile {folder} has MK0_MLU of size {mlu.shape} and MK0_MNA of size "
+                f"{mna.shape}"
+            )
+        return torch.from_numpy(_label_mask(mlu, mna, nodata, KuroSiwo.ignore_index))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """Every acquisition of tile ``index``, stacked ``[T, 2, H, W]`` (see the class)."""
