@@ -861,19 +861,35 @@ def zeroshot(
             "vl_model.safetensors (with the .json beside it).",
         ),
     ],
-    image: Annotated[Path, typer.Option("--image", help="Image to map (GeoTIFF/COG).")],
     classes: Annotated[
         str,
         typer.Option(
             "--classes", help='Comma-separated class names, e.g. "water,forest,cropland" (2+).'
         ),
     ],
+    image: Annotated[
+        Path | None,
+        typer.Option(
+            "--image",
+            help="Image to map (GeoTIFF/COG); with --scenes the file name inside each scene "
+            "folder.",
+        ),
+    ] = None,
+    scenes: Annotated[
+        Path | None,
+        typer.Option(
+            "--scenes",
+            help="Many scenes, as predict --scenes: a folder of scene folders (each holding "
+            "--image NAME) or of images, or a JSON of STAC items (asset --image NAME).",
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
             "--out",
-            help="Output class map COG (default: IMAGE-STEM_zeroshot.tif here); beside it go "
-            "NAME_uncertainty.tif, QGIS styles, class names and a PNG quicklook.",
+            help="Output class map COG (default: IMAGE-STEM_zeroshot.tif here; with --scenes "
+            "the output folder, one SCENE.tif per scene); beside it go NAME_uncertainty.tif, "
+            "QGIS styles, class names and a PNG quicklook.",
         ),
     ] = None,
     templates: Annotated[
@@ -929,14 +945,26 @@ def zeroshot(
         bool, typer.Option("--quicklook/--no-quicklook", help="Write a PNG quicklook.")
     ] = True,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing --out and its files.")
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace an existing --out and its files (with --scenes: redo scenes whose "
+            "output exists).",
+        ),
     ] = False,
+    scheduler: Annotated[
+        str | None,
+        typer.Option("--scheduler", help="Dask scheduler address (default: a LocalCluster)."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Local Dask workers (default: one per core).")
+    ] = None,
     device: Annotated[
         str, typer.Option("--device", help="cpu, cuda or auto (cuda when PyTorch sees a GPU).")
     ] = "auto",
     as_json: Json = False,
 ) -> None:
-    """Map a scene with class names: zero-shot classes from a vision-language model."""
+    """Map a scene (or many) with class names: zero-shot classes from a vision-language model."""
     import warnings
 
     from thinkingearth.data.scene import Acquisition, parse_date, parse_sar_units
@@ -959,6 +987,16 @@ def zeroshot(
     from thinkingearth.vl.prompts import DEFAULT_TEMPLATES
 
     prompts = check_templates(templates) if templates else DEFAULT_TEMPLATES
+    if scenes is not None:
+        _zeroshot_scenes(
+            weights, names, prompts, scenes, image, out, bands=bands, sensor=sensor,
+            sar_units=sar_units, date=date, tile=tile, overlap=overlap, batch_size=batch_size,
+            quicklook=quicklook, overwrite=overwrite, scheduler=scheduler, workers=workers,
+            device=device, as_json=as_json,
+        )  # fmt: skip
+        return
+    if image is None:
+        raise UserInputError("zeroshot needs --image IMAGE.tif (or --scenes FOLDER)")
     if out is None:
         out = Path(f"{image.stem}_zeroshot.tif")
     # Outputs are checked before the model is loaded or a pixel read.
@@ -1032,6 +1070,137 @@ def zeroshot(
         return
     shares = ", ".join(f"{name} {share:.1%}" for name, share in fractions.items())
     typer.echo(f"wrote {result.path} ({shares}; {result.valid_fraction:.0%} valid)")
+
+
+def _zeroshot_scenes(
+    weights: Path,
+    names: tuple[str, ...],
+    prompts: tuple[str, ...],
+    scenes: Path,
+    image: Path | None,
+    out: Path | None,
+    *,
+    bands: str | None,
+    sensor: str | None,
+    sar_units: str,
+    date: str | None,
+    tile: int | None,
+    overlap: int | None,
+    batch_size: int,
+    quicklook: bool,
+    overwrite: bool,
+    scheduler: str | None,
+    workers: int | None,
+    device: str,
+    as_json: bool,
+) -> None:
+    """``zeroshot --scenes``: predict --scenes' fan-out, the model built once per worker."""
+    import functools
+    import warnings
+
+    from thinkingearth.data.scene import parse_sar_units
+    from thinkingearth.fileio import check_writable_parent, remove_temporaries
+    from thinkingearth.infer.batch import plan_jobs, predict_many
+    from thinkingearth.stopping import Terminated
+    from thinkingearth.vl.zeroshot import (
+        load_zeroshot_scene_model,
+        zeroshot_scene_model,
+        zeroshot_scenes,
+    )
+
+    # Everything is checked before the model is loaded or a pixel read; nothing is written.
+    if out is None:
+        raise UserInputError("--scenes needs --out OUTDIR, the folder of the scenes' maps")
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out} is a file; with --scenes it is the output folder")
+    if out.resolve() == scenes.resolve():
+        raise UserInputError(f"--out {out} is the --scenes folder; give another output folder")
+    check_writable_parent(out / "scene.tif")
+    if date is not None:
+        raise UserInputError(
+            "--date dates one image, not --scenes; each scene's date comes from its file "
+            "(TIFFTAG_DATETIME or a YYYY-MM-DD in the file name)"
+        )
+    if device.strip().lower() == "cuda":
+        raise UserInputError(
+            "--scenes runs on CPU Dask workers; --device cuda maps one --image at a time: use "
+            "--device cpu or auto with --scenes"
+        )
+    units = parse_sar_units(sar_units)
+    band_names = tuple(b.strip() for b in bands.split(",") if b.strip()) if bands else None
+    if bands is not None and not band_names:
+        raise UserInputError("--bands needs comma-separated band names, e.g. --bands B02,B03,B04")
+    from thinkingearth.vl.model import load_vl_model
+
+    model = load_vl_model(weights)
+    found, image_sensor, image_bands = zeroshot_scenes(
+        scenes, image, bands=band_names, sensor=sensor, prefer=tuple(model.sensors), ignore=out
+    )
+    jobs = plan_jobs(found, out)
+    options: dict[str, Any] = {
+        "templates": prompts,
+        "tile": tile,
+        "overlap": overlap,
+        "batch_size": batch_size,
+        "name": weights.stem if weights.is_file() else weights.name,
+        "tags": {"WEIGHTS": str(weights), "WEIGHTS_SHA256": model.sha256 or "unknown"},
+    }
+    echo = _log()
+
+    def show_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
+        output.warning(str(message))
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning  # type: ignore[assignment]
+        scene_model = zeroshot_scene_model(model, names, image_sensor, image_bands, **options)
+        if echo is not None:
+            echo(
+                f"zero-shot: {len(names)} classes × {len(prompts)} prompt templates; "
+                f"{image_sensor} bands {','.join(image_bands)}; {len(jobs)} scene(s)"
+            )
+        # Workers rebuild the model from its weights (each once) instead of unpickling it per
+        # scene: the recipe is a path and a few names.
+        build = functools.partial(
+            load_zeroshot_scene_model, weights, names, image_sensor, image_bands, **options
+        )
+        try:
+            result = predict_many(
+                jobs,
+                scene_model,
+                sar_units=units,
+                quicklook=quicklook,
+                overwrite=overwrite,
+                scheduler=scheduler,
+                workers=workers,
+                log=echo,
+                build=build,
+            )
+        except (KeyboardInterrupt, Terminated):
+            for folder in {job.out.parent for job in jobs}:
+                remove_temporaries(folder, [job.out.stem for job in jobs])
+            raise
+    if as_json:
+        output.print_json(
+            {
+                "out": out,
+                "sensor": image_sensor,
+                "bands": list(image_bands),
+                "done": result.done,
+                "skipped": result.skipped,
+                "failed": result.failed,
+                "seconds": round(result.seconds, 2),
+            }
+        )
+    else:
+        typer.echo(
+            f"{len(result.done)} scene(s) mapped, {len(result.skipped)} skipped (output "
+            f"exists), {len(result.failed)} failed, in {result.seconds:.1f} s: {out}"
+        )
+    if result.failed:
+        raise UserInputError(
+            f"{len(result.failed)} of {len(jobs)} scene(s) failed (see above); run again to "
+            "retry them"
+        )
 
 
 @app.command()

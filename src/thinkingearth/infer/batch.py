@@ -23,7 +23,10 @@ Where scenes come from (:func:`find_scenes`):
 
 Fan-out (:func:`predict_many`) uses Dask's distributed scheduler: a :class:`LocalCluster` by
 default (one single-threaded worker process per core, torch threads split between them), or a
-running cluster by address (its workers must see the same files).
+running cluster by address (its workers must see the same files). The scene model goes to the
+workers with each scene, or, given a ``build`` (:class:`WorkerModel`), is built on each worker
+once: a model that is costly to pickle (a vision-language model with its text encoder, for
+``zeroshot --scenes``) then travels as its recipe, e.g. its weights path and class names.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import os
 import re
 import shlex
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -51,6 +55,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BatchResult",
     "SceneJob",
+    "WorkerModel",
     "find_scenes",
     "plan_jobs",
     "predict_many",
@@ -88,6 +93,35 @@ class InputNames:
     pre2: str | None = None
     image: str | None = None
     bands: tuple[str, ...] | None = None
+
+
+_WORKER_MODELS: dict[str, SceneModel] = {}
+_WORKER_MODELS_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class WorkerModel:
+    """A scene model built where it runs, once per worker process (or per client process for
+    threaded workers), instead of being pickled with every scene.
+
+    Attributes:
+        build: A picklable callable returning the model (e.g. a :func:`functools.partial` of a
+            module-level function); it must build the model the client checked.
+        key: Names one build: a worker holds the model of the latest key only, so a long-lived
+            cluster does not pile up models of earlier runs.
+    """
+
+    build: Callable[[], SceneModel]
+    key: str
+
+    def get(self) -> SceneModel:
+        """The model, built on first use in this process."""
+        with _WORKER_MODELS_LOCK:
+            model = _WORKER_MODELS.get(self.key)
+            if model is None:
+                _WORKER_MODELS.clear()
+                model = _WORKER_MODELS[self.key] = self.build()
+            return model
 
 
 def _safe_name(name: str) -> str:
@@ -175,9 +209,8 @@ def _asset_band_names(asset: dict[str, Any]) -> tuple[str, ...] | None:
 
 
 def _from_stac(
-    path: Path, task: Task, names: InputNames, model: SceneModel
+    path: Path, task: Task, names: InputNames, model: SceneModel | None
 ) -> list[tuple[str, list[Acquisition]]]:
-    sensor = get_sensor(model.sensor)
     scenes: list[tuple[str, list[Acquisition]]] = []
     for n, item in enumerate(_load_items(path)):
         item_id = str(item.get("id") or f"item_{n:05d}")
@@ -191,11 +224,12 @@ def _from_stac(
                     Acquisition(option, (SourceFile(_href(path, asset, key, item_id), bands),))
                 )
                 continue
-            if task == "flood":
+            if task == "flood" or model is None:
                 raise UserInputError(
                     f"STAC item {item_id} has no asset {key!r} for {option}; it has: "
                     + ", ".join(assets)
                 )
+            sensor = get_sensor(model.sensor)
             sources: list[SourceFile] = []
             for band in model.bands:
                 match = None
@@ -219,9 +253,12 @@ def _from_stac(
 
 
 def find_scenes(
-    source: str | Path, task: Task, names: InputNames, model: SceneModel
+    source: str | Path, task: Task, names: InputNames, model: SceneModel | None
 ) -> list[tuple[str, list[Acquisition]]]:
     """The scenes in a folder or a STAC item file, as ``(name, acquisitions)`` (module docs).
+
+    ``model`` matches STAC per-band assets to the bands it needs; ``None`` (the model's bands
+    come from the scenes, as for zero-shot maps) takes the named asset only.
 
     Raises:
         UserInputError: a missing source, no scenes in it, or items lacking the inputs.
@@ -251,7 +288,7 @@ def plan_jobs(scenes: Sequence[tuple[str, Sequence[Acquisition]]], out_dir: Path
 
 def run_job(
     job: SceneJob,
-    model: SceneModel,
+    model: SceneModel | WorkerModel,
     sar_units: SarUnitsOption,
     quicklook: bool,
     overwrite: bool,
@@ -263,7 +300,7 @@ def run_job(
 
     ``command`` is the client's command line, recorded in the outputs' tags (a worker's own
     ``sys.argv`` is the worker's); ``uncertainty`` is ``predict_scene``'s (``total`` or
-    ``split``).
+    ``split``). A :class:`WorkerModel` is built here (once per process).
 
     ``status`` is ``done`` (``detail``: the time taken, and the acquisitions whose date a
     metadata model got as unknown), ``skipped`` (the output exists) or ``failed`` (a user error,
@@ -279,7 +316,7 @@ def run_job(
         torch.set_num_threads(threads)
     try:
         result = predict_scene(
-            model,
+            model.get() if isinstance(model, WorkerModel) else model,
             job.inputs,
             job.out,
             sar_units=sar_units,
@@ -310,6 +347,7 @@ def predict_many(
     connect_timeout: float = 20.0,
     log: Callable[[str], None] | None = None,
     uncertainty: UncertaintyOutput = "total",
+    build: Callable[[], SceneModel] | None = None,
 ) -> BatchResult:
     """Predict every job on a Dask cluster, skipping jobs whose output exists.
 
@@ -328,6 +366,8 @@ def predict_many(
         log: where progress lines go.
         uncertainty: what each scene's uncertainty file holds: ``total`` (the entropy) or
             ``split`` (entropy, aleatoric, epistemic; models with trained weights).
+        build: builds ``model`` on each worker, once, instead of sending it with every scene
+            (:class:`WorkerModel`; picklable); ``model`` is still what the checks here use.
 
     Returns:
         A :class:`BatchResult`; a failed scene does not stop the others.
@@ -397,12 +437,15 @@ def predict_many(
                 f"predicting {len(todo)} scene(s) on {client.scheduler_info().get('address', scheduler)}"
             )
             token = uuid.uuid4().hex[:8]
+            sent: SceneModel | WorkerModel = (
+                model if build is None else WorkerModel(build, f"{model.name}-{token}")
+            )
             command = shlex.join(sys.argv)  # this process's: the one the user ran
             futures = [
                 client.submit(
                     run_job,
                     job,
-                    model,
+                    sent,
                     sar_units,
                     quicklook,
                     overwrite,

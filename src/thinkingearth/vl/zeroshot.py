@@ -24,6 +24,13 @@ bands of any registry sensor); the normalisation is the one the model was traine
 toolkit's :class:`~thinkingearth.data.transforms.Normaliser`). When the text alignment never saw
 that sensor or some of those bands (:meth:`VLModel.describe` ``["sensors"]``), one warning says so
 (:class:`UnalignedInputWarning`): the image features exist, but nothing tied them to words.
+
+Many scenes (``thinkingearth zeroshot --scenes``) go through ``predict --scenes``' fan-out
+(:func:`~thinkingearth.infer.batch.predict_many`): :func:`zeroshot_scenes` finds them as
+``predict`` does and insists they share one sensor and band set (one class head maps them all);
+each Dask worker builds the scene model once from its recipe (:func:`load_zeroshot_scene_model`:
+the weights path, class names, sensor and bands) rather than receiving the pickled model with
+every scene.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from thinkingearth.sensors import get_sensor
 from thinkingearth.vl.prompts import DEFAULT_TEMPLATES, class_embeddings
 
 if TYPE_CHECKING:
+    from thinkingearth.data.scene import Acquisition
     from thinkingearth.infer.model import SceneModel
     from thinkingearth.vl.model import VLModel
 
@@ -56,8 +64,10 @@ __all__ = [
     "check_classnames",
     "check_templates",
     "image_sensor_bands",
+    "load_zeroshot_scene_model",
     "parse_classnames",
     "zeroshot_scene_model",
+    "zeroshot_scenes",
 ]
 
 #: CLIP clamps its learnt inverse temperature at 100; scores use the same bound.
@@ -473,3 +483,104 @@ def zeroshot_scene_model(
         tags=all_tags,
         metadata=metadata,
     )
+
+
+def load_zeroshot_scene_model(
+    weights: str | Path,
+    classnames: Sequence[str],
+    sensor: str,
+    bands: Sequence[str],
+    **options: Any,
+) -> SceneModel:
+    """:func:`zeroshot_scene_model` of the VL model saved at ``weights`` (on a Dask worker).
+
+    ``options`` are :func:`zeroshot_scene_model`'s keywords. The unaligned-input warning is not
+    repeated: the client that planned the run has given it.
+    """
+    from thinkingearth.vl.model import load_vl_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnalignedInputWarning)
+        return zeroshot_scene_model(load_vl_model(weights), classnames, sensor, bands, **options)
+
+
+def zeroshot_scenes(
+    source: str | Path,
+    image: str | Path | None,
+    *,
+    bands: Sequence[str] | None = None,
+    sensor: str | None = None,
+    prefer: Sequence[str] = (),
+    ignore: Path | None = None,
+) -> tuple[list[tuple[str, list[Acquisition]]], str, tuple[str, ...]]:
+    """The scenes under ``source`` for zero-shot maps, and the one sensor and band set they share.
+
+    Scenes are found as ``predict --scenes`` finds them
+    (:func:`~thinkingearth.infer.batch.find_scenes`): scene folders holding the file named
+    ``image`` (default ``image``), or, with no ``image``, the ``.tif`` images in ``source``;
+    STAC items with an asset named ``image``.
+
+    Args:
+        source: The folder of scenes (or a JSON of STAC items).
+        image: The image's file name inside each scene folder (a name, not a path).
+        bands: Every band of each image, in file order (default: its band descriptions).
+        sensor: The sensor, when band names leave a choice.
+        prefer: Sensors to choose first (those the model was aligned on).
+        ignore: A folder under ``source`` that is no scene (the output folder).
+
+    Returns:
+        ``(scenes, sensor, bands)``.
+
+    Raises:
+        UserInputError: ``image`` given as a path, no scenes, a scene folder without the image,
+            an unreadable image, or scenes of different sensors or band sets.
+    """
+    from thinkingearth.infer.batch import InputNames, find_scenes
+
+    name = None
+    if image is not None:
+        name = str(image)
+        parts = Path(name).parts
+        if len(parts) != 1 or parts[0] in (".", "..") or Path(name).is_absolute():
+            raise UserInputError(
+                f"with --scenes, --image is the file name of the image inside each scene folder "
+                f"(e.g. --image s2.tif), not a path; got {name!r}"
+            )
+    root = Path(source)
+    scenes = find_scenes(
+        root, "zeroshot", InputNames(image=name, bands=tuple(bands or ()) or None), None
+    )
+    if root.is_dir():
+        found = {scene for scene, _ in scenes}
+        folders = sorted(
+            p.name
+            for p in root.iterdir()
+            if p.is_dir()
+            and not p.name.startswith(".")
+            and not (ignore is not None and p.resolve() == ignore.resolve())
+        )
+        if not found.isdisjoint(folders):  # scene folders, not images: every folder is a scene
+            missing = [f for f in folders if f not in found]
+            if missing:
+                raise UserInputError(
+                    f"scene folder(s) {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''} "
+                    f"in {root} have no {name or 'image'}; every scene folder needs the --image "
+                    "file (move the others out)"
+                )
+    chosen: tuple[str, tuple[str, ...], str] | None = None
+    for scene, acquisitions in scenes:
+        source_file = acquisitions[-1].sources[0]
+        got = image_sensor_bands(
+            source_file.path, bands=source_file.bands, sensor=sensor, prefer=prefer
+        )
+        if chosen is None:
+            chosen = (*got, scene)
+        elif got != chosen[:2]:
+            raise UserInputError(
+                f"scene {scene} has {got[0]} bands {','.join(got[1])} but scene {chosen[2]} has "
+                f"{chosen[0]} bands {','.join(chosen[1])}; one run maps scenes of one sensor and "
+                "band set"
+            )
+    if chosen is None:  # find_scenes raises first; this keeps the type honest
+        raise UserInputError(f"no scenes found in {root}")
+    return scenes, chosen[0], chosen[1]
