@@ -78,9 +78,11 @@ class _FakeCLIP(nn.Module):
 def _fake_open_clip(calls: list[Any]) -> types.ModuleType:
     module = types.ModuleType("open_clip")
 
-    def create_model(arch: str, pretrained: str | None = None, device: str = "cpu") -> nn.Module:
+    def create_model(
+        arch: str, pretrained: str | None = None, device: str = "cpu", **kwargs: Any
+    ) -> nn.Module:
         calls.append((arch, pretrained, device))
-        torch.manual_seed(0)
+        torch.manual_seed(1)  # not the checkpoint's weights: those are loaded from the file
         return _FakeCLIP()
 
     def get_tokenizer(arch: str) -> Any:
@@ -90,6 +92,7 @@ def _fake_open_clip(calls: list[Any]) -> types.ModuleType:
         return tokenize
 
     module.create_model = create_model  # type: ignore[attr-defined]
+    module.get_model_config = lambda arch: {"embed_dim": 12}  # type: ignore[attr-defined]
     module.get_tokenizer = get_tokenizer  # type: ignore[attr-defined]
     return module
 
@@ -98,12 +101,16 @@ def test_open_clip_text_tower_from_a_local_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     checkpoint = tmp_path / "clip.pt"
-    checkpoint.write_bytes(b"weights")
+    torch.manual_seed(0)
+    saved = _FakeCLIP()
+    torch.save(saved.state_dict(), checkpoint)
     calls: list[Any] = []
     monkeypatch.setitem(sys.modules, "open_clip", _fake_open_clip(calls))
     spec = f"open-clip:ViT-B-32:{checkpoint}"
     text = load_text_encoder(spec, trainable=True)  # trainable: not the shared frozen cache
-    assert calls == [("ViT-B-32", str(checkpoint), "cpu")]
+    # built without weights (OpenCLIP's pretrained=PATH may unpickle); ours read weights-only
+    assert calls == [("ViT-B-32", None, "cpu")]
+    assert torch.equal(text.model.text_projection, saved.text_projection)
     assert text.dim == 12 and text.spec == spec
     assert isinstance(text.model.visual, nn.Identity)  # the image tower is dropped
     out = text.encode(["water", "forest"])

