@@ -1411,6 +1411,87 @@ def search(
         output.info(f"{len(result.hits)} hit(s) in {result.seconds * 1000:.0f} ms; page: {html}")
 
 
+@app.command()
+def patch(
+    config: Annotated[
+        str,
+        typer.Option(
+            "--config",
+            help="A shipped patching config name (e.g. synthetic-landcover) or a YAML file.",
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Output folder: patching.json, patching.md, config.yaml (+ vl_model.*)."
+        ),
+    ],
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--weights",
+            help="The VL model to patch: the folder a VL pretrain run wrote, or its "
+            "vl_model.safetensors (default: the config's weights).",
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the report and model already in OUT.")
+    ] = False,
+    sets: Sets = None,
+    print_config: Annotated[
+        bool,
+        typer.Option("--print-config", help="Print the resolved config (YAML) and exit."),
+    ] = False,
+    as_json: Json = False,
+) -> None:
+    """Patch a VL model on a task (Mind the Modality Gap, stage a) and score every α."""
+    from thinkingearth.configfile import merge
+    from thinkingearth.vl.modality_gap import load_patching_config, run_patching
+
+    overrides = dotted_overrides(sets)  # --set first; --weights wins over it
+    if weights is not None:
+        overrides = merge(overrides, {"weights": str(weights)})
+    settings = load_patching_config(config, overrides)
+    if print_config:
+        import yaml
+
+        from thinkingearth.configfile import plain
+
+        typer.echo(yaml.safe_dump(plain(dataclasses.asdict(settings)), sort_keys=False).rstrip())
+        return
+    start = time.perf_counter()
+    result = run_patching(settings, out, overwrite=overwrite, log=_log())
+    seconds = time.perf_counter() - start
+    model = out / "vl_model.safetensors" if settings.save_alpha is not None else None
+    if as_json:
+        output.print_json(
+            {
+                "report": out / "patching.json",
+                "table": out / "patching.md",
+                "model": model,
+                "save_alpha": settings.save_alpha,
+                "out": out,
+                "task": result.task,
+                "control": list(result.control),
+                "alphas": list(result.alphas),
+                "accuracy": result.accuracy,
+                "chance": result.chance,
+                "seconds": round(seconds, 2),
+            }
+        )
+        return
+    names = [result.task, *result.control]
+    kinds = {n: "TASK" if n == result.task else "CONTROL" for n in names}
+    rows = [("ALPHA", *(f"{n.upper()} ({kinds[n]})" for n in names))]
+    for i, alpha in enumerate(result.alphas):
+        rows.append((f"{alpha:g}", *(f"{result.accuracy[n][i]:.3f}" for n in names)))
+    rows.append(("chance", *(f"{result.chance[n]:.3f}" for n in names)))
+    for line in output.table(rows):
+        typer.echo(line)
+    saved = f"; model at α = {settings.save_alpha:g}: {model}" if model is not None else ""
+    typer.echo(f"report: {out / 'patching.md'} ({seconds:.1f} s){saved}")
+
+
 #: Suite fields that say what a suite is, not how it runs: ``--set`` leaves them alone.
 _SUITE_IDENTITY = ("name", "description", "tasks", "hidden")
 

@@ -448,11 +448,13 @@ def finetune_through_head(
     warmup_steps: int = 10,
     grad_clip: float = 1.0,
     seed: int = 0,
+    log: Callable[[str], None] | None = None,
 ) -> list[float]:
     """Fine-tune the image tower on ``data`` with cross-entropy through the frozen prompt head.
 
     The head (class text embeddings) and the logit scale stay fixed; only the encoder and the
     projection learn (AdamW, linear warm-up then cosine decay, as the authors' patching).
+    ``log`` gets a progress line about every tenth of the steps.
 
     Returns:
         The training loss of every step.
@@ -476,7 +478,8 @@ def finetune_through_head(
     order: list[int] = []
     losses: list[float] = []
     model.train()
-    for _ in range(steps):
+    every = max(1, steps // 10)
+    for step in range(steps):
         if len(order) < min(batch_size, n):
             order.extend(generator.permutation(n).tolist())
         picked, order = order[: min(batch_size, n)], order[min(batch_size, n) :]
@@ -490,6 +493,8 @@ def finetune_through_head(
         optimizer.step()
         scheduler.step()
         losses.append(float(loss.detach()))
+        if log is not None and ((step + 1) % every == 0 or step + 1 == steps):
+            log(f"fine-tuning step {step + 1}/{steps} · loss {losses[-1]:.4f}")
     model.eval()
     return losses
 
@@ -576,6 +581,7 @@ def patch(
     weight_decay: float = 0.1,
     warmup_steps: int = 10,
     seed: int = 0,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[PatchingResult, dict[str, Tensor], dict[str, Tensor]]:
     """Stage (a): fine-tune through the frozen prompt head, then score every interpolation.
 
@@ -589,6 +595,7 @@ def patch(
         templates: Prompt templates of the heads (default: the prompt ensemble of
             :mod:`thinkingearth.vl.prompts`).
         steps, batch_size, lr, weight_decay, warmup_steps, seed: The fine-tuning.
+        log: Where progress lines go (``None``: nowhere).
 
     Returns:
         ``(result, zero-shot image-tower state, fine-tuned image-tower state)``; any ``α`` is
@@ -618,6 +625,7 @@ def patch(
         weight_decay=weight_decay,
         warmup_steps=warmup_steps,
         seed=seed,
+        log=log,
     )
     fine_tuned = image_tower_state(model)
     accuracy: dict[str, list[float]] = {key: [] for key in evaluate}
@@ -625,6 +633,8 @@ def patch(
         load_image_tower_state(model, interpolate_state_dicts(zero_shot, fine_tuned, alpha))
         for key, data in evaluate.items():
             accuracy[key].append(zero_shot_accuracy(model, data, heads[key]))
+        if log is not None:
+            log(f"α = {alpha:g}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in accuracy.items()))
     result = PatchingResult(
         task=name,
         control=tuple(k for k in evaluate if k != name),
@@ -775,13 +785,17 @@ PATCHING_OUTPUTS: tuple[str, ...] = ("patching.json", "patching.md", "config.yam
 
 
 def run_patching(
-    config: PatchingConfig, out: str | Path, *, overwrite: bool = False
+    config: PatchingConfig,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> PatchingResult:
     """Stage (a) from a configuration: patch, score every ``α``, write the report.
 
     Writes ``OUT/patching.json`` (one row per ``α``), ``OUT/patching.md`` (the table),
     ``OUT/config.yaml`` and, with ``save_alpha``, ``OUT/vl_model.*`` (the model at that ``α``);
-    each file atomically. The output is checked before any work.
+    each file atomically. The output is checked before any work. ``log`` gets progress lines.
 
     Raises:
         UserInputError: ``OUT`` holds a report (without ``overwrite``), an unreadable model, or
@@ -794,6 +808,7 @@ def run_patching(
     from thinkingearth.configfile import plain
     from thinkingearth.fileio import atomic_file, check_new_file
     from thinkingearth.vl.model import VL_MODEL_STEM, load_vl_model, save_vl_model
+    from thinkingearth.vl.model import _paths as _vl_model_paths
 
     config = config.validate()
     folder = Path(out)
@@ -802,11 +817,23 @@ def run_patching(
     names = list(PATCHING_OUTPUTS)
     if config.save_alpha is not None:
         names += [f"{VL_MODEL_STEM}.safetensors", f"{VL_MODEL_STEM}.json"]
+        given = {path.resolve() for path in _vl_model_paths(str(config.weights))}
+        if any((folder / name).resolve() in given for name in names[-2:]):
+            raise UserInputError(
+                f"--out {folder} holds the model being patched ({config.weights}), which "
+                "save_alpha would replace; give another --out (an input is never an output)"
+            )
     for name in names:
         check_new_file(folder / name, overwrite=overwrite)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     model = load_vl_model(str(config.weights))
+    if log is not None:
+        log(
+            f"patching {config.weights} on {config.task} ({config.n_train} samples, "
+            f"{config.steps} steps), then scoring {len(config.alphas)} α on "
+            + ", ".join((config.task, *config.controls))
+        )
     common = {
         "sensor": config.sensor,
         "size": config.size,
@@ -830,6 +857,7 @@ def run_patching(
         weight_decay=config.weight_decay,
         warmup_steps=config.warmup_steps,
         seed=config.seed,
+        log=log,
     )
     result.settings["weights"] = str(config.weights)
     result.settings["weights_sha256"] = model.sha256
