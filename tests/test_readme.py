@@ -27,7 +27,7 @@ SCENES = "scenes"  # what FOLDER becomes: made by synth --format native before t
 #: under 15 minutes on 2 cores.
 SLOW = ("demo", "finetune", "bench")
 #: Commands that use what earlier lines of their block made (a model, a world, an index).
-IN_ORDER = ("embed", "search", "zeroshot")
+IN_ORDER = ("patch", "embed", "search", "zeroshot")
 _PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]*(?:,[A-Z.]+)*(?:,\.\.\.)?$")
 
 
@@ -169,7 +169,8 @@ def test_the_scenes_example_names_the_files_synth_writes(tmp_path: Path) -> None
 @pytest.mark.slow
 @pytest.mark.readme_long
 def test_vl_block_runs_in_order(tmp_path: Path) -> None:
-    """The vision-language block: pretrain (2 steps), synth, embed, search, zeroshot, in order."""
+    """The vision-language block: pretrain (2 steps), patch, synth, embed, search, zeroshot (one
+    scene, then every scene folder), in order."""
     (block,) = [b for b in _blocks() if any(" embed " in f" {line} " for line in b)][:1]
     ran = []
     for line in block:
@@ -186,6 +187,8 @@ def test_vl_block_runs_in_order(tmp_path: Path) -> None:
         assert done.returncode == 0, f"{shlex.join(argv)}\n{done.stderr[-3000:]}"
         assert "Traceback" not in done.stderr
         ran.append(argv[1])
-    assert ran == ["pretrain", "synth", "embed", "search", "zeroshot"]
+    assert ran == ["pretrain", "patch", "synth", "embed", "search", "zeroshot", "zeroshot"]
     assert (tmp_path / "runs" / "tiny-vl" / "vl_model.safetensors").is_file()
     assert (tmp_path / "floods.html").is_file() and (tmp_path / "zeroshot.tif").is_file()
+    assert (tmp_path / "runs" / "patch" / "patching.md").is_file()
+    assert len(list((tmp_path / "zeroshot-maps").rglob("*.tif"))) >= 40
