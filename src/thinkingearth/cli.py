@@ -764,50 +764,24 @@ def predict(
     with warnings.catch_warnings():
         warnings.showwarning = show_warning  # type: ignore[assignment]
         if scenes is not None:
-            from thinkingearth.fileio import remove_temporaries
-            from thinkingearth.infer.batch import InputNames, find_scenes, plan_jobs, predict_many
-            from thinkingearth.stopping import Terminated
+            from thinkingearth.infer.batch import InputNames, find_scenes, plan_jobs
 
             names = InputNames(pre=pre, post=post, pre2=pre2, image=image, bands=band_names)
             jobs = plan_jobs(find_scenes(scenes, task, names, scene_model), out)  # type: ignore[arg-type]
-            try:
-                result = predict_many(
-                    jobs,
-                    scene_model,
-                    sar_units=sar_units_option,
-                    quicklook=quicklook,
-                    overwrite=overwrite,
-                    scheduler=scheduler,
-                    workers=workers,
-                    log=echo,
-                    uncertainty=uncertainty_output,
-                )
-            except (KeyboardInterrupt, Terminated):
-                # Workers stopped mid-scene leave their temporary files: sweep them here.
-                for folder in {job.out.parent for job in jobs}:
-                    remove_temporaries(folder, [job.out.stem for job in jobs])
-                raise
-            if as_json:
-                output.print_json(
-                    {
-                        "out": out,
-                        "done": result.done,
-                        "skipped": result.skipped,
-                        "failed": result.failed,
-                        "seconds": round(result.seconds, 2),
-                    }
-                )
-            else:
-                typer.echo(
-                    f"{len(result.done)} scene(s) predicted, {len(result.skipped)} skipped "
-                    f"(output exists), {len(result.failed)} failed, in {result.seconds:.1f} s: "
-                    f"{out}"
-                )
-            if result.failed:
-                raise UserInputError(
-                    f"{len(result.failed)} of {len(jobs)} scene(s) failed (see above); "
-                    "run again to retry them"
-                )
+            _run_scene_jobs(
+                jobs,
+                scene_model,
+                out,
+                "predicted",
+                as_json,
+                sar_units=sar_units_option,
+                quicklook=quicklook,
+                overwrite=overwrite,
+                scheduler=scheduler,
+                workers=workers,
+                log=echo,
+                uncertainty=uncertainty_output,
+            )
             return
         from thinkingearth.infer.predictor import predict_scene
 
@@ -1099,9 +1073,8 @@ def _zeroshot_scenes(
     import warnings
 
     from thinkingearth.data.scene import parse_sar_units
-    from thinkingearth.fileio import check_writable_parent, remove_temporaries
-    from thinkingearth.infer.batch import plan_jobs, predict_many
-    from thinkingearth.stopping import Terminated
+    from thinkingearth.fileio import check_writable_parent
+    from thinkingearth.infer.batch import plan_jobs
     from thinkingearth.vl.zeroshot import (
         load_zeroshot_scene_model,
         zeroshot_scene_model,
@@ -1163,28 +1136,62 @@ def _zeroshot_scenes(
         build = functools.partial(
             load_zeroshot_scene_model, weights, names, image_sensor, image_bands, **options
         )
-        try:
-            result = predict_many(
-                jobs,
-                scene_model,
-                sar_units=units,
-                quicklook=quicklook,
-                overwrite=overwrite,
-                scheduler=scheduler,
-                workers=workers,
-                log=echo,
-                build=build,
-            )
-        except (KeyboardInterrupt, Terminated):
-            for folder in {job.out.parent for job in jobs}:
-                remove_temporaries(folder, [job.out.stem for job in jobs])
-            raise
+        _run_scene_jobs(
+            jobs,
+            scene_model,
+            out,
+            "mapped",
+            as_json,
+            {"sensor": image_sensor, "bands": list(image_bands)},
+            sar_units=units,
+            quicklook=quicklook,
+            overwrite=overwrite,
+            scheduler=scheduler,
+            workers=workers,
+            log=echo,
+            build=build,
+        )
+
+
+def _run_scene_jobs(
+    jobs: Any,
+    scene_model: Any,
+    out: Path,
+    verb: str,
+    as_json: bool,
+    facts: dict[str, Any] | None = None,
+    **options: Any,
+) -> None:
+    """Run many scenes (``predict_many``), sweep temporaries if stopped, report, fail if any did.
+
+    Args:
+        jobs: The planned scenes.
+        scene_model: The model (workers may rebuild it: ``options["build"]``).
+        out: The output folder, as reported.
+        verb: What was done to a scene, for the summary line (``predicted``, ``mapped``).
+        as_json: Print the summary as JSON.
+        facts: More keys of the JSON summary.
+        **options: The keyword arguments of ``predict_many``.
+
+    Raises:
+        UserInputError: When some scenes failed (they are retried by running again).
+    """
+    from thinkingearth.fileio import remove_temporaries
+    from thinkingearth.infer.batch import predict_many
+    from thinkingearth.stopping import Terminated
+
+    try:
+        result = predict_many(jobs, scene_model, **options)
+    except (KeyboardInterrupt, Terminated):
+        # Workers stopped mid-scene leave their temporary files: sweep them here.
+        for folder in {job.out.parent for job in jobs}:
+            remove_temporaries(folder, [job.out.stem for job in jobs])
+        raise
     if as_json:
         output.print_json(
             {
                 "out": out,
-                "sensor": image_sensor,
-                "bands": list(image_bands),
+                **(facts or {}),
                 "done": result.done,
                 "skipped": result.skipped,
                 "failed": result.failed,
@@ -1193,7 +1200,7 @@ def _zeroshot_scenes(
         )
     else:
         typer.echo(
-            f"{len(result.done)} scene(s) mapped, {len(result.skipped)} skipped (output "
+            f"{len(result.done)} scene(s) {verb}, {len(result.skipped)} skipped (output "
             f"exists), {len(result.failed)} failed, in {result.seconds:.1f} s: {out}"
         )
     if result.failed:

@@ -156,24 +156,22 @@ def build_task_module(
             or does not support this kind or network.
     """
     p = check_protocol(protocol)
+    arguments: dict[str, Any] = dict(
+        num_classes=num_classes,
+        protocol=p,
+        lr=lr,
+        class_names=class_names,
+        ignore_index=ignore_index,
+        decoder_channels=decoder_channels,
+        weight_decay=weight_decay,
+        warmup=warmup,
+        fusion=fusion,
+        target_stats=target_stats,
+        dense_head=head,
+    )
     if uncertainty is not None and not uncertainty.plain:
         builder = get_uncertainty_builder(uncertainty.uncertainty)
-        module = builder(
-            kind,
-            net,
-            head=uncertainty,
-            num_classes=num_classes,
-            protocol=p,
-            lr=lr,
-            class_names=class_names,
-            ignore_index=ignore_index,
-            decoder_channels=decoder_channels,
-            weight_decay=weight_decay,
-            warmup=warmup,
-            fusion=fusion,
-            target_stats=target_stats,
-            dense_head=head,
-        )
+        module = builder(kind, net, head=uncertainty, **arguments)
         if not isinstance(module, TaskModule):
             raise TypeError(
                 f"the {uncertainty.uncertainty} builder returned {type(module).__name__}, "
@@ -187,20 +185,7 @@ def build_task_module(
         return module
     if kind in CLASSIFICATION_KINDS and not isinstance(net, Backbone):
         raise TypeError(f"{type(net).__name__} gives no pooled features for {kind}")
-    cls, args, options = plain_task_arguments(
-        kind,
-        num_classes=num_classes,
-        protocol=p,
-        lr=lr,
-        class_names=class_names,
-        ignore_index=ignore_index,
-        decoder_channels=decoder_channels,
-        weight_decay=weight_decay,
-        warmup=warmup,
-        fusion=fusion,
-        target_stats=target_stats,
-        dense_head=head,
-    )
+    cls, args, options = plain_task_arguments(kind, **arguments)
     return cls(net, *args, **options)
 
 
