@@ -143,6 +143,9 @@ def _log() -> Callable[[str], None] | None:
 
 
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on standard output.")]
+PrintConfig = Annotated[
+    bool, typer.Option("--print-config", help="Print the resolved config (YAML) and exit.")
+]
 Sets = Annotated[
     list[str] | None,
     typer.Option(
@@ -272,10 +275,7 @@ def pretrain(
         bool, typer.Option("--overwrite", help="Replace the run in OUT (its files are deleted).")
     ] = False,
     sets: Sets = None,
-    print_config: Annotated[
-        bool,
-        typer.Option("--print-config", help="Print the resolved config (YAML) and exit."),
-    ] = False,
+    print_config: PrintConfig = False,
     as_json: Json = False,
 ) -> None:
     """Pretrain an encoder (MAE, SoftCon, SupCon, SimCLR, cross-sensor, distillation)."""
@@ -448,10 +448,7 @@ def finetune(
         ),
     ] = None,
     sets: Sets = None,
-    print_config: Annotated[
-        bool,
-        typer.Option("--print-config", help="Print the resolved config (YAML) and exit."),
-    ] = False,
+    print_config: PrintConfig = False,
     as_json: Json = False,
 ) -> None:
     """Fine-tune a model on labelled data; save it for predict --weights OUT/model."""
@@ -1445,10 +1442,7 @@ def patch(
         bool, typer.Option("--overwrite", help="Replace the report and model already in OUT.")
     ] = False,
     sets: Sets = None,
-    print_config: Annotated[
-        bool,
-        typer.Option("--print-config", help="Print the resolved config (YAML) and exit."),
-    ] = False,
+    print_config: PrintConfig = False,
     as_json: Json = False,
 ) -> None:
     """Patch a VL model on a task (Mind the Modality Gap, stage a) and score every α."""

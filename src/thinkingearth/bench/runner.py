@@ -218,13 +218,12 @@ def check_noise(rates: Sequence[float]) -> tuple[float, ...]:
     Raises:
         UserInputError: For an empty list or a rate outside ``[0, 1)``.
     """
+    from thinkingearth.uncertainty.noise import check_noise_rate
+
     values = tuple(dict.fromkeys(float(r) for r in rates))
     if not values:
         raise UserInputError("give at least one noise rate, e.g. --noise 0")
-    for rate in values:
-        if not (math.isfinite(rate) and 0.0 <= rate < 1.0):
-            raise UserInputError(f"noise rate must be in [0, 1); got {rate:g}")
-    return values
+    return tuple(check_noise_rate(rate) for rate in values)
 
 
 @dataclass

@@ -101,6 +101,7 @@ __all__ = [
     "LabelNoise",
     "NoiseModel",
     "NoisyLabels",
+    "check_noise_rate",
     "class_neighbours",
     "input_hardness",
     "measured_rate",
@@ -149,6 +150,17 @@ _CV_WINDOW = 5  # input-dependent SAR: window of the local coefficient of variat
 _REFERENCE_VALUES = 16384  # input-dependent: most reference hardness values kept
 
 
+def check_noise_rate(rate: object) -> float:
+    """``rate`` as a float if it is a noise rate: a number in ``[0, 1)`` (NaN is not).
+
+    Raises:
+        UserInputError: ``noise rate must be in [0, 1); got 1.2``.
+    """
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate < 1.0:
+        raise UserInputError(f"noise rate must be in [0, 1); got {rate}")
+    return float(rate)
+
+
 @dataclass(frozen=True)
 class LabelNoise:
     """A noise model and its rate.
@@ -173,10 +185,7 @@ class LabelNoise:
                 f"unknown noise model {self.model!r}; expected one of: "
                 + ", ".join(get_args(NoiseModel))
             )
-        rate = self.rate
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate < 1.0:
-            raise UserInputError(f"noise rate must be in [0, 1); got {rate}")
-        object.__setattr__(self, "rate", float(rate))
+        object.__setattr__(self, "rate", check_noise_rate(self.rate))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise UserInputError(f"noise seed must be a non-negative integer; got {self.seed}")
 
