@@ -416,10 +416,13 @@ def _rows_from_table(table: Any, dim: int) -> IndexRows:
 def _build_ann(matrix: np.ndarray, path: Path, threads: int | None = None) -> tuple[int, ...]:
     """Build and save the HNSW graph; return the rows it does not lead to.
 
-    Inserting from several threads (what makes building fast) leaves a few nodes that no search
-    reaches: about 3 rows in 2,000 clustered vectors per 2-thread build, none single-threaded
-    (measured; a search for all 2,000 rows returned 1,997). Rather than build slowly, every row
-    is searched for by its own vector once, and those not returned are listed for exact scoring.
+    An HNSW graph leaves a few nodes that no search reaches, more when built from several
+    threads: about 3 rows in 2,000 clustered vectors per 2-thread build (a search for all 2,000
+    rows returned 1,997), 50-60 in 100,000 on one thread or two
+    (``benchmarks/ann_reachability.md``). Every row is searched for by its own vector once, with
+    the search settings queries use, and those not returned are listed for exact scoring. The
+    check costs about as much as the build itself (measured there); it runs once per index
+    generation, and a row that cannot be found is a wrong answer, not a slow one.
     """
     from usearch.index import Index
 
@@ -429,6 +432,7 @@ def _build_ann(matrix: np.ndarray, path: Path, threads: int | None = None) -> tu
         dtype="f16",
         connectivity=_CONNECTIVITY,
         expansion_add=_EXPANSION_ADD,
+        expansion_search=_EXPANSION_SEARCH,  # the reachability check searches as queries do
     )
     if len(matrix):
         index.add(
