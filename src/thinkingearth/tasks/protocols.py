@@ -48,6 +48,7 @@ __all__ = [
     "check_protocol",
     "label_fraction_indices",
     "output_size",
+    "warmup_cosine_optimizer",
 ]
 
 Protocol = Literal["linear-probe", "frozen-upernet", "finetune"]
@@ -92,6 +93,56 @@ def label_fraction_indices(n: int, fraction: float, seed: int, minimum: int = 2)
     k = min(n, max(minimum, math.ceil(fraction * n)))
     generator = torch.Generator().manual_seed(int(seed))
     return sorted(torch.randperm(n, generator=generator)[:k].tolist())
+
+
+def warmup_cosine_optimizer(
+    params: Sequence[nn.Parameter],
+    *,
+    lr: float,
+    weight_decay: float,
+    warmup: float,
+    total_steps: int,
+) -> dict[str, Any]:
+    """AdamW with linear warm-up then cosine decay to 0, stepped per optimisation step.
+
+    What :meth:`TaskModule.configure_optimizers` returns, reusable by modules that train a task
+    module together with parameters of their own (domain adaptation). Weight decay applies to
+    matrices and kernels only (``ndim > 1``), not to biases and normalisation parameters.
+
+    Args:
+        params: The parameters to train.
+        lr: Peak learning rate.
+        weight_decay: AdamW weight decay of the matrices and kernels.
+        warmup: Share of the steps with a linear warm-up.
+        total_steps: Planned optimisation steps (at least 1 is assumed).
+
+    Returns:
+        Lightning's ``{"optimizer": ..., "lr_scheduler": {"scheduler": ..., "interval": "step"}}``.
+    """
+    params = list(params)
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=lr,
+    )
+    total = max(1, int(total_steps))
+    warm = max(1, int(warmup * total))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, total - warm))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return {
+        "optimizer": optimizer,
+        "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+    }
 
 
 def _batch_bands(values: Any) -> tuple[str, ...]:
@@ -314,30 +365,13 @@ class TaskModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """AdamW over the trainable parameters; linear warm-up, then cosine decay per step."""
-        params = self.trainable_parameters()
-        decay = [p for p in params if p.ndim > 1]
-        no_decay = [p for p in params if p.ndim <= 1]
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
+        return warmup_cosine_optimizer(
+            self.trainable_parameters(),
             lr=self.lr,
+            weight_decay=self.weight_decay,
+            warmup=self.warmup,
+            total_steps=int(self.trainer.estimated_stepping_batches),
         )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warm = max(1, int(self.warmup * total))
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            progress = min(1.0, (step - warm) / max(1, total - warm))
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
 
     # ------------------------------------------------------------------ hooks for variants
 

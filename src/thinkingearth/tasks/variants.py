@@ -1,4 +1,5 @@
-"""Task-module variants from other packages: uncertainty heads and test-split evaluations.
+"""Task-module variants from other packages: uncertainty heads, test-split evaluations and
+domain adaptation.
 
 ``tasks`` builds the plain (deterministic) task modules itself. Modules that also estimate their
 uncertainty (heteroscedastic heads, MC dropout, deep ensembles) live in
@@ -22,6 +23,11 @@ points, as pretraining recipes do (:mod:`thinkingearth.pretrain.plugins`)::
 
 :class:`UncertaintyHead` is the ``head:`` section of a fine-tuning config and is stored in task
 checkpoints (``model.json``, key ``uncertainty``).
+
+Domain adaptation (:mod:`thinkingearth.adapt`, which ``tasks`` never imports either) plugs in
+the same way: group ``thinkingearth.adaptation`` maps each :data:`AdaptMethod` to a
+zero-argument callable returning an :class:`Adaptation` (:func:`get_adaptation`);
+:class:`AdaptSection` is the ``adapt:`` section of a fine-tuning config.
 """
 
 from __future__ import annotations
@@ -33,22 +39,33 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 from thinkingearth.errors import UserInputError
 
 if TYPE_CHECKING:
+    import lightning as L
+    from torch.utils.data import DataLoader
+
     from thinkingearth.tasks.protocols import TaskModule
 
 __all__ = [
+    "ADAPT_GROUP",
+    "ADAPT_METHODS",
     "ENTRY_POINT_GROUP",
     "TEST_EVALUATION_GROUP",
     "UNCERTAINTY_METHODS",
+    "AdaptMethod",
+    "AdaptSection",
+    "Adaptation",
     "TaskBuilder",
     "TestEvaluation",
     "UncertaintyHead",
     "UncertaintyMethod",
+    "adaptation_methods",
+    "get_adaptation",
     "get_uncertainty_builder",
+    "register_adaptation",
     "register_test_evaluation",
     "register_uncertainty",
     "test_evaluations",
@@ -278,3 +295,213 @@ def test_evaluations() -> dict[str, TestEvaluationFn]:
 
 
 test_evaluations.__test__ = False  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------- domain adaptation
+
+AdaptMethod = Literal["none", "dann", "deep_coral", "mmd", "adabn", "self_training", "tent"]
+#: Every adaptation method a config may name (``none``: source-only training).
+ADAPT_METHODS: tuple[str, ...] = get_args(AdaptMethod)
+#: Entry-point group of adaptation methods (name -> zero-argument callable -> Adaptation).
+ADAPT_GROUP = "thinkingearth.adaptation"
+#: Methods that change training itself (the rest adapt a trained model to the target).
+_DURING_TRAINING = ("dann", "deep_coral", "mmd", "self_training")
+
+
+@dataclass(frozen=True)
+class AdaptSection:
+    """How a model adapts to an unlabelled target domain (the ``adapt:`` section of finetune
+    configs), and how it generalises without one.
+
+    Attributes:
+        method: ``none`` (source-only), ``dann`` (gradient reversal and a domain
+            discriminator; Ganin et al. 2016), ``deep_coral`` (covariance alignment; Sun &
+            Saenko 2016), ``mmd`` (multi-kernel MMD; Long et al. 2015), ``adabn`` (BatchNorm
+            statistics re-estimated on the target; Li et al. 2016), ``self_training``
+            (confidence-filtered pseudo-labels on target batches) or ``tent`` (entropy
+            minimisation of the normalisation parameters after training; Wang et al. 2021).
+        weight: Weight of the alignment or pseudo-label loss (DANN: the largest gradient
+            reversal coefficient), ``>= 0``.
+        threshold: Self-training: probability a pseudo-label needs, in ``(0, 1]``.
+        steps: TENT: optimisation steps over target batches (``>= 1``); AdaBN: target batches
+            the statistics are estimated on (``0``: all of them).
+        lr: TENT's learning rate (Adam), ``> 0``.
+        band_dropout: Probability that a band is dropped from a source batch, in ``[0, 1)``.
+        spectral_jitter: Standard deviation of a per-sample, per-band gain ``~ N(1, σ)``.
+        metadata_dropout: Probability that a source sample's lon/lat/time/gsd become unknown
+            (NaN), in ``[0, 1]``.
+
+    Raises:
+        UserInputError: One line naming the bad value.
+    """
+
+    method: AdaptMethod = "none"
+    weight: float = 1.0
+    threshold: float = 0.9
+    steps: int = 10
+    lr: float = 1e-4
+    band_dropout: float = 0.0
+    spectral_jitter: float = 0.0
+    metadata_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        """Check every value (the messages name the config key)."""
+        if self.method not in ADAPT_METHODS:
+            raise UserInputError(
+                f"adapt.method is {self.method!r}; expected one of: {', '.join(ADAPT_METHODS)}"
+            )
+        if not (_is_number(self.weight) and math.isfinite(self.weight) and self.weight >= 0):
+            raise UserInputError(f"adapt.weight must be >= 0; got {self.weight!r}")
+        if not (_is_number(self.threshold) and 0.0 < self.threshold <= 1.0):
+            raise UserInputError(f"adapt.threshold must be in (0, 1]; got {self.threshold!r}")
+        if not (_is_int(self.steps) and self.steps >= 0):
+            raise UserInputError(f"adapt.steps must be an integer >= 0; got {self.steps!r}")
+        if self.method == "tent" and self.steps < 1:
+            raise UserInputError("adapt.steps must be >= 1 for tent (its optimisation steps)")
+        if not (_is_number(self.lr) and math.isfinite(self.lr) and self.lr > 0):
+            raise UserInputError(f"adapt.lr must be > 0; got {self.lr!r}")
+        if not (_is_number(self.band_dropout) and 0.0 <= self.band_dropout < 1.0):
+            raise UserInputError(f"adapt.band_dropout must be in [0, 1); got {self.band_dropout!r}")
+        if not (
+            _is_number(self.spectral_jitter)
+            and math.isfinite(self.spectral_jitter)
+            and self.spectral_jitter >= 0
+        ):
+            raise UserInputError(
+                f"adapt.spectral_jitter must be >= 0; got {self.spectral_jitter!r}"
+            )
+        if not (_is_number(self.metadata_dropout) and 0.0 <= self.metadata_dropout <= 1.0):
+            raise UserInputError(
+                f"adapt.metadata_dropout must be in [0, 1]; got {self.metadata_dropout!r}"
+            )
+        for name in ("weight", "threshold", "lr", "band_dropout", "spectral_jitter"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "metadata_dropout", float(self.metadata_dropout))
+
+    @property
+    def augments(self) -> bool:
+        """True when source batches are augmented (band, spectral or metadata dropout)."""
+        return self.band_dropout > 0 or self.spectral_jitter > 0 or self.metadata_dropout > 0
+
+    @property
+    def plain(self) -> bool:
+        """True for plain source-only training: method ``none`` and no augmentation."""
+        return self.method == "none" and not self.augments
+
+    @property
+    def needs_target(self) -> bool:
+        """True when the method needs unlabelled target data (every method but ``none``)."""
+        return self.method != "none"
+
+    @property
+    def during_training(self) -> bool:
+        """True for methods that change training (dann, deep_coral, mmd, self_training)."""
+        return self.method in _DURING_TRAINING
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (JSON/YAML), every field."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> AdaptSection:
+        """The section of :meth:`to_dict` output (``None``: source-only training).
+
+        Raises:
+            UserInputError: For unknown keys or bad values.
+        """
+        if values is None:
+            return cls()
+        if not isinstance(values, dict):
+            raise UserInputError(f"adapt must be a mapping; got {type(values).__name__}")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserInputError(
+                f"unknown adapt key(s): {', '.join(unknown)}; expected: {', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+
+class Adaptation(Protocol):
+    """What an entry point of group ``thinkingearth.adaptation`` returns (zero-argument call).
+
+    Attributes:
+        name: The method (an :data:`AdaptMethod`).
+        during_training: True when the method changes training (:meth:`wrap` adds a loss);
+            False when it adapts the trained model (:meth:`after_training`).
+    """
+
+    name: str
+    during_training: bool
+
+    def wrap(self, module: TaskModule, section: AdaptSection) -> L.LightningModule:
+        """The LightningModule to fit: its ``training_step`` takes ``{"source": batch,
+        "target": batch | None}`` (or a plain source batch); ``.task`` is ``module`` (save and
+        test it); validation and test delegate to ``module``."""
+        ...
+
+    def after_training(
+        self, module: TaskModule, section: AdaptSection, target: DataLoader
+    ) -> TaskModule:
+        """``module`` adapted to the unlabelled ``target`` batches (identity for methods that
+        act during training)."""
+        ...
+
+
+_ADAPTATIONS: dict[str, Callable[[], Adaptation]] = {}
+_ADAPTATIONS_LOADED: dict[str, Adaptation] = {}
+
+
+def register_adaptation(name: str, factory: Callable[[], Adaptation] | None) -> None:
+    """Register (or with ``None`` remove) the factory of adaptation ``name`` in this process.
+
+    A registered factory takes precedence over an installed entry point (tests, notebooks).
+    """
+    with _LOCK:
+        _ADAPTATIONS_LOADED.pop(name, None)
+        if factory is None:
+            _ADAPTATIONS.pop(name, None)
+        else:
+            _ADAPTATIONS[name] = factory
+
+
+def adaptation_methods() -> list[str]:
+    """Every adaptation method available (registered or installed), ``none`` first."""
+    names = set(_ADAPTATIONS) | set(_entry_points(ADAPT_GROUP))
+    return ["none", *sorted(names - {"none"})]
+
+
+def get_adaptation(name: str) -> Adaptation:
+    """The adaptation method ``name`` (registered first, then entry points; cached).
+
+    ``none`` is source-only training; its adaptation still augments source batches when the
+    section asks for band, spectral or metadata dropout.
+
+    Raises:
+        UserInputError: For a method that is not installed (naming those that are), or whose
+            entry point cannot be loaded.
+    """
+    with _LOCK:
+        if name in _ADAPTATIONS_LOADED:
+            return _ADAPTATIONS_LOADED[name]
+        factory = _ADAPTATIONS.get(name)
+        if factory is None:
+            found = _entry_points(ADAPT_GROUP).get(name)
+            if found is None:
+                names = set(_ADAPTATIONS) | set(_entry_points(ADAPT_GROUP))
+                raise UserInputError(
+                    f"no adaptation method {name!r}; installed: "
+                    f"{', '.join(sorted(names)) or 'nothing'}"
+                )
+            try:
+                factory = found.load()
+            except ImportError as error:
+                raise UserInputError(
+                    f"adaptation method {name} ({found.value}) cannot be loaded: {error}"
+                ) from None
+        adaptation = factory()
+        for attribute in ("name", "during_training", "wrap", "after_training"):
+            if not hasattr(adaptation, attribute):
+                raise TypeError(f"adaptation {name!r} has no {attribute!r}; see Adaptation")
+        _ADAPTATIONS_LOADED[name] = adaptation
+        return adaptation
