@@ -9,14 +9,16 @@ Readers and their options:
 
 * ``synthetic``: :class:`~thinkingearth.data.synthetic.SyntheticCopernicus` (no data needed);
   ``task``, ``sensor``, ``n`` (a number, or one per split), ``size``, ``seed``, ``bands``,
-  ``cloud_cover``;
+  ``cloud_cover``, ``world`` (shift settings: ``biome``, ``vegetation_shift``,
+  ``soil_brightness``, ``phenology_shift_days``, ``soil_moisture_db``, ``speckle_looks``,
+  ``flood_type``, ``season``; see :class:`~thinkingearth.data.synthetic.WorldConfig`);
 * ``kurosiwo``: :class:`~thinkingearth.data.formats.kurosiwo.KuroSiwo`; ``events``,
   ``exclude_events``;
 * ``sen1floods11``: :class:`~thinkingearth.data.formats.sen1floods11.Sen1Floods11`; ``sensor``
   (``s1`` or ``s2``), ``bands``;
 * ``bigearthnet``: :class:`~thinkingearth.data.formats.bigearthnet.BigEarthNet`; ``version``
   (default: found from the layout, :func:`bigearthnet_version`), ``sensor``, ``num_classes``,
-  ``bands``;
+  ``bands``, ``countries`` (v2: the ``metadata.parquet`` countries to keep);
 * ``eurosat-ms``: :class:`~thinkingearth.data.formats.eurosat.EuroSATMS`; ``bands``;
 * ``copernicus-bench``: :class:`~thinkingearth.data.formats.copernicusbench.CopernicusBench`;
   ``task`` (required, e.g. ``eurosat_s2``), ``bands``, ``mode``;
@@ -75,10 +77,12 @@ LABELLED_READERS: tuple[str, ...] = (
 )
 
 _OPTIONS: Mapping[str, frozenset[str]] = {
-    "synthetic": frozenset({"task", "sensor", "n", "size", "seed", "bands", "cloud_cover"}),
+    "synthetic": frozenset(
+        {"task", "sensor", "n", "size", "seed", "bands", "cloud_cover", "world"}
+    ),
     "kurosiwo": frozenset({"events", "exclude_events"}),
     "sen1floods11": frozenset({"sensor", "bands"}),
-    "bigearthnet": frozenset({"version", "sensor", "num_classes", "bands"}),
+    "bigearthnet": frozenset({"version", "sensor", "num_classes", "bands", "countries"}),
     "eurosat-ms": frozenset({"bands"}),
     "copernicus-bench": frozenset({"task", "bands", "mode"}),
     "bigearthnet-txt": frozenset(

@@ -25,7 +25,27 @@ sensors are co-registered on one grid (``gsd`` metres per pixel, 10 m by default
   into plumes over a regional background;
 * **above-ground biomass** (Mg/ha), a regression target tied to tree cover, shrubs and crops, and
   visible through canopy density (S2 red/NIR/SWIR) and VH volume scattering (S1);
+* **Landsat 8/9 OLI** (``B1``..``B7``): the same surface, clouds and date as Sentinel-2 through
+  the OLI band edges of the sensor registry, block-averaged to 30 m, as Collection 2 Level-2
+  surface-reflectance digital numbers (DN = (reflectance + 0.2) / 2.75e-5), with its own noise;
 * a **caption** written from the scene's label statistics, and per-scene lon/lat/time/gsd.
+
+Controllable shift (:class:`WorldConfig`; every default reproduces the original world exactly,
+and the extra randomness of a shift comes from generators of its own, never from the scene's):
+
+* ``biome``: a preset of :data:`BIOMES` (``temperate`` = the original world, ``boreal``,
+  ``mediterranean``, ``tropical``, ``arid``) that moves the lat/lon box, the vegetation red edge
+  and NIR plateau, soil colour and brightness, land-cover priors, phenology timing and
+  amplitude, the snowline and soil moisture;
+* explicit knobs overriding the biome's value: ``vegetation_shift`` (relative change of the green
+  vegetation NIR plateau), ``soil_brightness`` (multiplier of soil reflectance),
+  ``phenology_shift_days``, ``soil_moisture_db`` (added to soil-like sigma0), ``speckle_looks``
+  (ENL of the Sentinel-1 speckle, quantile-mapped from the default draws so nothing else moves);
+* ``flood_type``: ``rural`` (no settlements; fields and grass line the river, floods are dark
+  open water) or ``urban`` (towns sit on the river; floods reach built-up and trees, which turn
+  brighter by double bounce);
+* ``season``: the Sentinel-2 date's day of year falls in ``winter``, ``spring``, ``summer`` or
+  ``autumn`` (the captions' northern astronomical seasons).
 
 The world is learnable but not trivial: per-band means do not solve the tasks, and flood mapping
 needs the pre-event images because permanent water and floodwater look alike after the event.
@@ -34,14 +54,16 @@ needs the pre-event images because permanent water and floodwater look alike aft
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import numbers
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from functools import lru_cache
 from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
-from scipy import ndimage
+from scipy import ndimage, special
 from scipy.spatial import cKDTree
 from torch.utils.data import Dataset
 
@@ -50,13 +72,18 @@ from thinkingearth.errors import UserInputError
 from thinkingearth.sensors import Band, get_bands, get_sensor
 
 __all__ = [
+    "BIOMES",
     "FLOOD_CLASSES",
     "LANDCOVER_CLASSES",
+    "SEASON_DAYS",
+    "WORLD_SHIFT_FIELDS",
+    "Biome",
     "SyntheticCopernicus",
     "SyntheticScene",
     "Task",
     "WorldConfig",
     "generate_scene",
+    "world_spectra",
 ]
 
 LANDCOVER_CLASSES: tuple[str, ...] = (
@@ -137,9 +164,184 @@ _S1_CLASS_DB = np.array(
 )
 
 
+FloodType = Literal["any", "rural", "urban"]
+Season = Literal["any", "winter", "spring", "summer", "autumn"]
+
+#: Day-of-year windows ``[start, end)`` of each season (northern astronomical seasons, as the
+#: captions name them); winter wraps over the new year.
+SEASON_DAYS: Mapping[str, tuple[int, int]] = {
+    "winter": (355, 445),
+    "spring": (80, 172),
+    "summer": (172, 266),
+    "autumn": (266, 355),
+}
+
+
+@dataclass(frozen=True)
+class Biome:
+    """A climate zone of the synthetic world: where it is and how its land looks.
+
+    ``temperate`` is the identity (the original world); every other preset moves some of these
+    values. The numbers are plausible magnitudes, not a fit to any product; ``imitates`` says
+    which landscape each preset stands for and why its values move as they do.
+
+    Attributes:
+        name: preset name (a key of :data:`BIOMES`).
+        imitates: the landscape the preset stands for, with the reasons for its values.
+        lat_range: latitude box of scene centres, degrees.
+        lon_range: longitude box of scene centres, degrees.
+        class_bias: added to the land-cover scores, one value per class of
+            :data:`LANDCOVER_CLASSES` (water is placed by the terrain, its entry unused); the
+            scores' noise has std 0.55, so ±0.5 is a strong nudge and ±2 a takeover.
+        snowline_shift_m: metres added to the snowline (negative: snow lower down).
+        vegetation_shift: relative change of the green-vegetation NIR plateau (783–1200 nm,
+            ramped across the red edge); -0.25 lowers it by a quarter.
+        red_edge_shift_nm: shift of the green-vegetation red edge (690–783 nm), nm.
+        soil_brightness: multiplier of soil reflectance at every wavelength.
+        soil_redness: iron-oxide tint of soil: blue darker, red brighter by up to this share.
+        phenology_shift_days: days added to the date of peak greenness and to crop calendars.
+        phenology_floor: greenness of vegetation out of season (0 = bare winter, 1 = evergreen).
+        phenology_amplitude: share of the seasonal greenness cycle kept above the floor.
+        soil_moisture_db: dB added to Sentinel-1 sigma0 of soil-like classes (grass, crops,
+            bare, shrubs, wetland).
+        speckle_looks: equivalent number of looks of the Sentinel-1 speckle.
+    """
+
+    name: str
+    imitates: str
+    lat_range: tuple[float, float] = (36.0, 66.0)
+    lon_range: tuple[float, float] = (-9.0, 30.0)
+    class_bias: tuple[float, ...] = (0.0,) * 9
+    snowline_shift_m: float = 0.0
+    vegetation_shift: float = 0.0
+    red_edge_shift_nm: float = 0.0
+    soil_brightness: float = 1.0
+    soil_redness: float = 0.0
+    phenology_shift_days: float = 0.0
+    phenology_floor: float = 0.0
+    phenology_amplitude: float = 1.0
+    soil_moisture_db: float = 0.0
+    speckle_looks: float = S1_ENL
+
+
+def _bias(**by_class: float) -> tuple[float, ...]:
+    index = {
+        name.replace(" ", "_").replace("-", "_"): i for i, name in enumerate(LANDCOVER_CLASSES)
+    }
+    out = [0.0] * len(LANDCOVER_CLASSES)
+    for name, value in by_class.items():
+        out[index[name]] = value
+    return tuple(out)
+
+
+#: The biome presets. ``temperate`` is the original world (central and western Europe).
+BIOMES: Mapping[str, Biome] = {
+    "temperate": Biome(
+        "temperate",
+        "Central and western Europe (36-66 N, 9 W-30 E): broadleaf and mixed forest, arable "
+        "land and grassland, a summer peak of greenness. The original world, unchanged.",
+    ),
+    "boreal": Biome(
+        "boreal",
+        "Fennoscandian and Russian taiga (58-70 N, 10-60 E): conifer forest and mires, few "
+        "fields. Needle canopies have a lower NIR plateau and earlier red edge than broadleaf "
+        "ones; podzol and peat soils are dark and wet; green-up comes late; snow lies lower.",
+        lat_range=(58.0, 70.0),
+        lon_range=(10.0, 60.0),
+        class_bias=_bias(tree_cover=0.7, wetland=1.0, cropland=-0.8, built_up=-0.4, grassland=-0.2),
+        snowline_shift_m=-150.0,
+        vegetation_shift=-0.3,
+        red_edge_shift_nm=-6.0,
+        soil_brightness=0.6,
+        phenology_shift_days=25.0,
+        soil_moisture_db=1.5,
+    ),
+    "mediterranean": Biome(
+        "mediterranean",
+        "Iberia, Italy, Greece and the Levant (34-44 N, 9 W-36 E): sclerophyll shrub (maquis, "
+        "garrigue), open woodland, terra rossa soils. Greenness peaks in spring after winter "
+        "rain and summer is dry; waxy leaves lower the NIR plateau; soils are brighter, redder "
+        "and drier.",
+        lat_range=(34.0, 44.0),
+        lon_range=(-9.0, 36.0),
+        class_bias=_bias(shrubland=0.6, tree_cover=-0.3, bare=1.8, grassland=0.1, wetland=-0.4),
+        snowline_shift_m=300.0,
+        vegetation_shift=-0.1,
+        soil_brightness=1.15,
+        soil_redness=0.25,
+        phenology_shift_days=-75.0,
+        phenology_floor=0.1,
+        soil_moisture_db=-1.0,
+    ),
+    "tropical": Biome(
+        "tropical",
+        "Monsoon South and Southeast Asia (5-25 N, 75-110 E): dense evergreen broadleaf forest, "
+        "paddies and wetlands on lateritic soils. Canopies stay green all year with a monsoon "
+        "peak in August-September; dense broadleaf canopies raise the NIR plateau; laterite is "
+        "red and somewhat dark; soils are wet.",
+        lat_range=(5.0, 25.0),
+        lon_range=(75.0, 110.0),
+        class_bias=_bias(
+            tree_cover=0.8, cropland=0.2, wetland=0.4, shrubland=-0.3, bare=-0.6, grassland=-0.3
+        ),
+        vegetation_shift=0.1,
+        soil_brightness=0.85,
+        soil_redness=0.5,
+        phenology_shift_days=110.0,
+        phenology_floor=0.6,
+        phenology_amplitude=0.4,
+        soil_moisture_db=2.0,
+    ),
+    "arid": Biome(
+        "arid",
+        "Hot deserts and their steppe margins, Sahara to Arabia (18-34 N, 10 W-55 E): sand and "
+        "rock with sparse shrubs and few trees or fields. Sand is bright and yellowish; what "
+        "vegetation there is stays sparse and stressed (low NIR, a small green-up after winter "
+        "rain); dry sand is dark to C-band radar.",
+        lat_range=(18.0, 34.0),
+        lon_range=(-10.0, 55.0),
+        class_bias=_bias(
+            bare=2.8, shrubland=0.4, tree_cover=-1.0, cropland=-0.6, grassland=-0.5, wetland=-1.0
+        ),
+        snowline_shift_m=1000.0,
+        vegetation_shift=-0.15,
+        soil_brightness=1.45,
+        soil_redness=0.2,
+        phenology_shift_days=-40.0,
+        phenology_amplitude=0.35,
+        soil_moisture_db=-3.0,
+    ),
+}
+
+#: The :class:`WorldConfig` fields that shift the world (what ``SyntheticCopernicus(world=...)``
+#: and the ``synthetic`` reader's ``world`` option take).
+WORLD_SHIFT_FIELDS: tuple[str, ...] = (
+    "biome",
+    "vegetation_shift",
+    "soil_brightness",
+    "phenology_shift_days",
+    "soil_moisture_db",
+    "speckle_looks",
+    "flood_type",
+    "season",
+)
+
+# Valid ranges of the numeric knobs: (low, high), both inclusive.
+_KNOB_RANGES: Mapping[str, tuple[float, float]] = {
+    "vegetation_shift": (-0.9, 2.0),
+    "soil_brightness": (0.05, 3.0),
+    "phenology_shift_days": (-365.0, 365.0),
+    "soil_moisture_db": (-15.0, 15.0),
+    "speckle_looks": (1.0, 1000.0),
+}
+
+
 @dataclass(frozen=True)
 class WorldConfig:
     """Parameters of the synthetic world.
+
+    The shift fields (from ``biome`` on) default to the original world: ``WorldConfig()`` gives
+    exactly the scenes it always gave. A knob left at ``None`` takes the biome's value.
 
     Args:
         size: scene height and width in pixels (an int, or ``(height, width)``).
@@ -148,6 +350,20 @@ class WorldConfig:
             its own fraction around it.
         flood_probability: share of scenes with a flood event between pre and post acquisitions.
         s2_level: ``"L2A"`` surface reflectance (12 bands) or ``"L1C"`` top of atmosphere (13).
+        biome: a preset of :data:`BIOMES` (``temperate`` is the original world).
+        vegetation_shift: relative change of the green-vegetation NIR plateau, in
+            [-0.9, 2] (None: the biome's).
+        soil_brightness: multiplier of soil reflectance, in [0.05, 3] (None: the biome's).
+        phenology_shift_days: days added to the peak of greenness and to crop calendars, in
+            [-365, 365] (None: the biome's).
+        soil_moisture_db: dB added to Sentinel-1 sigma0 of soil-like classes, in [-15, 15]
+            (None: the biome's).
+        speckle_looks: equivalent number of looks of the Sentinel-1 speckle, in [1, 1000]
+            (None: the biome's, 4.4 for every preset as Sentinel-1 IW GRDH).
+        flood_type: ``any`` (the original world), ``rural`` (no settlements; fields and grass
+            along the river, floods are dark open water) or ``urban`` (towns on the river, so
+            floods reach built-up and trees, brighter by double bounce).
+        season: ``any`` or the season (:data:`SEASON_DAYS`) the Sentinel-2 date falls in.
     """
 
     size: int | tuple[int, int] = 64
@@ -155,6 +371,14 @@ class WorldConfig:
     cloud_cover: float = 0.0
     flood_probability: float = 0.8
     s2_level: Literal["L2A", "L1C"] = "L2A"
+    biome: str = "temperate"
+    vegetation_shift: float | None = None
+    soil_brightness: float | None = None
+    phenology_shift_days: float | None = None
+    soil_moisture_db: float | None = None
+    speckle_looks: float | None = None
+    flood_type: FloodType = "any"
+    season: Season = "any"
 
     def __post_init__(self) -> None:
         h, w = self.shape
@@ -170,6 +394,24 @@ class WorldConfig:
             )
         if self.s2_level not in ("L2A", "L1C"):
             raise UserInputError(f"s2_level must be 'L2A' or 'L1C', got {self.s2_level!r}")
+        if not isinstance(self.biome, str) or self.biome not in BIOMES:
+            raise UserInputError(f"biome must be one of: {', '.join(BIOMES)}; got {self.biome!r}")
+        for name, (low, high) in _KNOB_RANGES.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise UserInputError(
+                    f"{name} must be a number in [{low:g}, {high:g}] or null, got {value!r}"
+                )
+            if not low <= value <= high:
+                raise UserInputError(f"{name} must be in [{low:g}, {high:g}], got {value!r}")
+        for name, kind in (("flood_type", FloodType), ("season", Season)):
+            if getattr(self, name) not in get_args(kind):
+                raise UserInputError(
+                    f"{name} must be one of: {', '.join(get_args(kind))}; "
+                    f"got {getattr(self, name)!r}"
+                )
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -177,6 +419,18 @@ class WorldConfig:
             return (self.size, self.size)
         h, w = self.size
         return (int(h), int(w))
+
+    def resolved(self, name: str) -> float:
+        """A knob's value in effect: the explicit one, or the biome's when it is None.
+
+        Args:
+            name: one of ``vegetation_shift``, ``soil_brightness``, ``phenology_shift_days``,
+                ``soil_moisture_db``, ``speckle_looks``.
+        """
+        if name not in _KNOB_RANGES:
+            raise UserInputError(f"no knob {name!r}; expected one of: {', '.join(_KNOB_RANGES)}")
+        value = getattr(self, name)
+        return float(getattr(BIOMES[self.biome], name) if value is None else value)
 
 
 @dataclass
@@ -189,6 +443,10 @@ class SyntheticScene:
         s1: Sentinel-1 linear sigma0, float32 ``[3, 2, H, W]``: SL2, SL1 (pre-event, oldest
             first), MS1 (post-event) × VV, VH; 0 = no data.
         s3: Sentinel-3 OLCI reflectance, float32 ``[21, H, W]``, constant over 300 m blocks.
+        landsat: Landsat 8/9 OLI ``B1``..``B7`` Collection 2 Level-2 surface-reflectance digital
+            numbers (reflectance = DN × 2.75e-5 − 0.2; 0, the fill value, never occurs), float32
+            ``[7, H, W]``, constant over 30 m blocks; the same ground, clouds and date as ``s2``.
+        landsat_bands: band names of ``landsat`` (registry ``landsat-8-9`` names).
         no2: Sentinel-5P tropospheric NO2 column, mol/m², float32 ``[H, W]``.
         dem: elevation, metres, float32 ``[H, W]``.
         landcover: class ids of :data:`LANDCOVER_CLASSES`, uint8 ``[H, W]``.
@@ -209,6 +467,8 @@ class SyntheticScene:
     s2_bands: tuple[str, ...]
     s1: np.ndarray
     s3: np.ndarray
+    landsat: np.ndarray
+    landsat_bands: tuple[str, ...]
     no2: np.ndarray
     dem: np.ndarray
     landcover: np.ndarray
@@ -318,6 +578,56 @@ def _band_response(bands: Sequence[Band], spectra: np.ndarray) -> np.ndarray:
 _SPECTRA = np.array([_ENDMEMBER_SPECTRA[k] for k in ENDMEMBERS])
 _CLOUD_SPECTRUM = np.array([_ENDMEMBER_SPECTRA["cloud"]])
 
+# Where a vegetation NIR shift applies: nothing in the visible, ramping up across the red edge,
+# the whole NIR plateau, fading out by the 1375 nm water band (SWIR follows leaf water, not
+# canopy structure).
+_NIR_WEIGHT = np.interp(_WL, [690.0, 783.0, 1200.0, 1375.0], [0.0, 1.0, 1.0, 0.0])
+# Iron-oxide tint of soils (laterite, terra rossa): absorption in the blue, brighter red.
+_REDNESS = np.interp(
+    _WL, [400.0, 490.0, 560.0, 665.0, 740.0, 865.0], [-0.6, -0.4, 0.0, 0.3, 0.2, 0.0]
+)
+_RED_EDGE = (_WL >= 690.0) & (_WL <= 783.0)
+
+
+@lru_cache(maxsize=64)
+def world_spectra(
+    vegetation_shift: float = 0.0,
+    red_edge_shift_nm: float = 0.0,
+    soil_brightness: float = 1.0,
+    soil_redness: float = 0.0,
+) -> np.ndarray:
+    """The endmember spectra (``[E, wavelengths]``, rows :data:`ENDMEMBERS`) under a shift.
+
+    At the defaults this is the original table itself (the same array).
+
+    Args:
+        vegetation_shift: relative change of the green-vegetation NIR plateau.
+        red_edge_shift_nm: shift of the green-vegetation red edge along wavelength, nm.
+        soil_brightness: multiplier of soil reflectance.
+        soil_redness: iron-oxide tint of soil (blue darker, red brighter by this share).
+    """
+    if (vegetation_shift, red_edge_shift_nm, soil_brightness, soil_redness) == (0, 0, 1, 0):
+        return _SPECTRA
+    spectra = _SPECTRA.copy()
+    g, s = _E["green vegetation"], _E["soil"]
+    if red_edge_shift_nm:
+        spectra[g, _RED_EDGE] = np.interp(_WL[_RED_EDGE] - red_edge_shift_nm, _WL, _SPECTRA[g])
+    spectra[g] *= 1.0 + vegetation_shift * _NIR_WEIGHT
+    spectra[s] *= soil_brightness * (1.0 + soil_redness * _REDNESS)
+    spectra = np.clip(spectra, 0.0, 1.0)
+    spectra.flags.writeable = False
+    return spectra
+
+
+@lru_cache(maxsize=64)
+def _sensor_response(sensor: str, band_names: tuple[str, ...], spectra_key: tuple) -> np.ndarray:
+    """:func:`_band_response` of registry bands to the world's spectra, cached per shift."""
+    spectra = _CLOUD_SPECTRUM if spectra_key == ("cloud",) else world_spectra(*spectra_key)
+    bands = get_sensor(sensor).select(band_names)
+    out = _band_response(bands, spectra)
+    out.flags.writeable = False
+    return out
+
 
 # --------------------------------------------------------------------------------------------
 # Scene generation
@@ -331,6 +641,25 @@ def scene_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(stream), int(index)]))
 
 
+# Purposes of the scene's auxiliary generators (a fourth word of entropy, so they never meet a
+# scene's own generator): draws a shift needs beyond the original world's, and Landsat's noise.
+_SHIFT_PURPOSE = 97
+_LANDSAT_PURPOSE = 98
+
+
+def _aux_rng(seed: int, index: int, stream: int, purpose: int) -> np.random.Generator:
+    entropy = [int(seed), int(stream), int(index), purpose]
+    return np.random.default_rng(np.random.SeedSequence(entropy))
+
+
+def _season_date(day: int, season: str) -> date:
+    """The date of a draw ``day`` in [0, 5·365) placed inside ``season`` of the same year."""
+    start, end = SEASON_DAYS[season]
+    year, within = divmod(day, 365)
+    offset = start - 1 + (within * (end - start)) // 365
+    return date(2019 + year, 1, 1) + timedelta(days=offset)
+
+
 def generate_scene(
     seed: int = 0, index: int = 0, config: WorldConfig | None = None, *, stream: int = 0
 ) -> SyntheticScene:
@@ -339,7 +668,7 @@ def generate_scene(
     Args:
         seed: world seed.
         index: scene index within the world.
-        config: world parameters (size, gsd, clouds, flood probability, S2 level).
+        config: world parameters (size, gsd, clouds, flood probability, S2 level, shifts).
         stream: an independent stream of scenes (the datasets use 0/1/2 for train/val/test).
 
     Returns:
@@ -347,15 +676,22 @@ def generate_scene(
     """
     cfg = config or WorldConfig()
     rng = scene_rng(seed, index, stream)
+    biome = BIOMES[cfg.biome]
     shape = cfg.shape
     h, w = shape
     gsd = cfg.gsd
     extent = max(h, w)
 
     # --- place and time -----------------------------------------------------------------------
-    lat = float(rng.uniform(36.0, 66.0))
-    lon = float(rng.uniform(-9.0, 30.0))
-    s2_date = date(2019, 1, 1) + timedelta(days=int(rng.integers(0, 5 * 365)))
+    # A shift reuses the original draws (the same number, in the same order) and maps them, so
+    # a scene of a shifted world keeps its terrain, river and towns' draws.
+    lat = float(rng.uniform(*biome.lat_range))
+    lon = float(rng.uniform(*biome.lon_range))
+    day = int(rng.integers(0, 5 * 365))
+    if cfg.season == "any":
+        s2_date = date(2019, 1, 1) + timedelta(days=day)
+    else:
+        s2_date = _season_date(day, cfg.season)
     event_date = s2_date + timedelta(days=int(rng.integers(1, 40)))
     sl1 = event_date - timedelta(days=S1_REVISIT_DAYS * int(rng.integers(1, 3)))
     sl2 = sl1 - timedelta(days=S1_REVISIT_DAYS * int(rng.integers(1, 3)))
@@ -433,6 +769,8 @@ def generate_scene(
 
     # --- land cover ---------------------------------------------------------------------------
     snowline = 2700.0 - 50.0 * (lat - 45.0) - (500.0 if doy < 90 or doy > 320 else 0.0)
+    if biome.snowline_shift_m:
+        snowline += biome.snowline_shift_m
     patch = extent / 7.0
     score = np.empty((len(LANDCOVER_CLASSES), h, w), dtype=np.float32)
     score[WATER] = -np.inf
@@ -440,6 +778,8 @@ def generate_scene(
     flat = np.clip(1.0 - slope / 8.0, -1.0, 1.0)
     near_water = np.exp(-dist_water / 300.0)
     prior = rng.normal(0.0, 0.4, size=len(LANDCOVER_CLASSES))
+    if any(biome.class_bias):
+        prior = prior + np.asarray(biome.class_bias)
     score[TREE] = 0.6 * np.clip(slope / 10.0, 0, 1.5) + 0.3 * elev_rel + prior[TREE]
     score[SHRUB] = 0.2 + 0.3 * np.clip(slope / 15.0, 0, 1) + prior[SHRUB] - 0.2
     score[GRASS] = 0.3 + 0.1 * flat + prior[GRASS]
@@ -451,14 +791,34 @@ def generate_scene(
     score[WETLAND] = 1.2 * np.exp(-hand / 2.0) * near_water * flat - 0.7 + prior[WETLAND]
     for k in (TREE, SHRUB, GRASS, CROP, BARE, WETLAND):
         score[k] += 0.55 * smooth_noise(rng, shape, patch)
+    if cfg.flood_type == "rural":
+        # Fields and pasture line the river and fill its floodplain (low ground near water),
+        # where riparian woods are cleared: a rural flood is open water over fields.
+        floodplain = np.exp(-hand / 4.0) * near_water
+        score[CROP] += 0.8 * near_water
+        score[GRASS] += 0.4 * near_water
+        score[TREE] -= 0.8 * near_water + 2.5 * floodplain
+        score[WETLAND] -= 0.5 * near_water
+    elif cfg.flood_type == "urban":
+        score[TREE] += 0.3 * near_water  # parks and riparian trees between the houses
     # Settlements: a few towns on flat ground, denser near rivers.
     n_towns = int(rng.poisson(1.2))
+    towns = [
+        (rng.uniform(0, h), rng.uniform(0, w), extent * float(rng.uniform(0.06, 0.2)))
+        for _ in range(n_towns)
+    ]
+    if cfg.flood_type == "rural":
+        towns = []  # the draws are made all the same, so the rest of the scene does not move
+    elif cfg.flood_type == "urban":
+        towns = _towns_on_the_water(towns, permanent, _aux_rng(seed, index, stream, _SHIFT_PURPOSE))
+    n_towns = len(towns)
     town = np.zeros(shape, dtype=np.float32)
-    for _ in range(n_towns):
-        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
-        radius = extent * float(rng.uniform(0.06, 0.2))
+    for cy, cx, radius in towns:
         town += np.exp(-(((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius**2)))
-    score[BUILT] += 2.4 * town + 0.5 * smooth_noise(rng, shape, patch / 3.0) + 0.3 * flat
+    town_weight = 3.2 if cfg.flood_type == "urban" else 2.4  # dense riverside quarters
+    score[BUILT] += town_weight * town + 0.5 * smooth_noise(rng, shape, patch / 3.0) + 0.3 * flat
+    if cfg.flood_type == "rural":
+        score[BUILT] -= 4.0  # no settlement at all, not even a farmstead speck
     # Land cover follows the terrain at the scale of fields and woods, not of single pixels.
     score[1:] = ndimage.gaussian_filter(score[1:], sigma=(0, 1.5, 1.5), mode="nearest")
     landcover = np.argmax(score, axis=0).astype(np.uint8)
@@ -475,9 +835,18 @@ def generate_scene(
     sowing[winter] -= 140
 
     # --- phenology: green fraction of vegetation ----------------------------------------------
+    phenology_shift = cfg.resolved("phenology_shift_days")
     peak = 170.0 + 1.5 * (lat - 45.0)
-    season = float(np.exp(-(((doy - peak) / 70.0) ** 2)))
+    if phenology_shift:
+        peak += phenology_shift
+    # Days from the peak wrap around the year, so a shifted peak still recurs every year.
+    to_peak = doy - peak if not phenology_shift else (doy - peak + 182.5) % 365.0 - 182.5
+    season = float(np.exp(-((to_peak / 70.0) ** 2)))
+    if (biome.phenology_floor, biome.phenology_amplitude) != (0.0, 1.0):
+        season = min(1.0, biome.phenology_floor + biome.phenology_amplitude * season)
     crop_days = (doy - sowing[parcels]) % 365
+    if phenology_shift:
+        crop_days = (crop_days - phenology_shift) % 365
     crop_green = np.exp(-(((crop_days - 75.0) / 35.0) ** 2)).astype(np.float32)
     crop_green[crop_days > 130] = 0.0  # harvested
     density = _sigmoid(1.5 * smooth_noise(rng, shape, patch / 2.0) + 0.5)  # canopy density
@@ -536,9 +905,16 @@ def generate_scene(
     brightness *= illum * (1.0 + 0.07 * smooth_noise(rng, shape, 2.0))
 
     # --- Sentinel-2 ---------------------------------------------------------------------------
+    spectra_key = (
+        cfg.resolved("vegetation_shift"),
+        biome.red_edge_shift_nm,
+        cfg.resolved("soil_brightness"),
+        biome.soil_redness,
+    )
     sensor_name = "sentinel-2-l2a" if cfg.s2_level == "L2A" else "sentinel-2-l1c"
     s2_bands = get_bands(sensor_name)
-    resp = _band_response(s2_bands, _SPECTRA)  # [B, E]
+    s2_names = tuple(b.name for b in s2_bands)
+    resp = _sensor_response(sensor_name, s2_names, spectra_key)  # [B, E]
     surface = np.einsum("be,ehw->bhw", resp, fractions) * brightness[None]
 
     cloud_mask = np.zeros(shape, dtype=np.uint8)
@@ -553,7 +929,7 @@ def generate_scene(
         alpha = np.clip((cloud_field - threshold) / 0.6, 0.0, 1.0).astype(np.float32)
         shift = (round(0.04 * extent) + 1, round(0.03 * extent) + 1)
         shadow = np.roll(alpha, shift, axis=(0, 1)) * (alpha < 0.05)
-        cloud_resp = _band_response(s2_bands, _CLOUD_SPECTRUM)[:, 0]
+        cloud_resp = _sensor_response(sensor_name, s2_names, ("cloud",))[:, 0]
         surface = surface * (1 - 0.65 * shadow)[None]
         surface = surface * (1 - alpha)[None] + cloud_resp[:, None, None] * alpha[None]
         cloud_mask[shadow > 0.3] = 3
@@ -561,6 +937,7 @@ def generate_scene(
         cloud_mask[alpha > 0.5] = 1
     else:
         alpha = np.zeros(shape, dtype=np.float32)
+        shadow = None
 
     reflectance = surface
     if cfg.s2_level == "L1C":
@@ -579,14 +956,26 @@ def generate_scene(
     s2 = np.clip(np.round(reflectance * 10_000.0), 1, 65_535).astype(np.float32)
 
     # --- Sentinel-3 OLCI (300 m blocks) -------------------------------------------------------
-    olci = get_bands("sentinel-3-olci")
-    s3_surface = np.einsum("be,ehw->bhw", _band_response(olci, _SPECTRA), fractions) * brightness
+    olci = tuple(b.name for b in get_bands("sentinel-3-olci"))
+    olci_resp = _sensor_response("sentinel-3-olci", olci, spectra_key)
+    s3_surface = np.einsum("be,ehw->bhw", olci_resp, fractions) * brightness
     if cover > 0.005:
         s3_surface = s3_surface * (1 - alpha)[None] + (
-            _band_response(olci, _CLOUD_SPECTRUM)[:, 0][:, None, None] * alpha[None]
+            _sensor_response("sentinel-3-olci", olci, ("cloud",))[:, 0][:, None, None] * alpha[None]
         )
     s3 = _block_mean(s3_surface, max(1, round(300.0 / gsd)))
     s3 = (s3 + 0.002 * rng.standard_normal(s3.shape)).astype(np.float32)
+
+    # --- Landsat 8/9 OLI (30 m blocks, its own noise) ------------------------------------------
+    landsat = _render_landsat(
+        fractions,
+        brightness,
+        alpha if cover > 0.005 else None,
+        shadow,
+        spectra_key,
+        gsd,
+        _aux_rng(seed, index, stream, _LANDSAT_PURPOSE),
+    )
 
     # --- biomass (Mg/ha) ----------------------------------------------------------------------
     biomass = np.zeros(shape, dtype=np.float32)
@@ -621,12 +1010,16 @@ def generate_scene(
     base_db[1] += 3.0 * vol - 1.0
     base_db[0] += 1.0 * vol
     crop = landcover == CROP
+    soil_moisture_db = cfg.resolved("soil_moisture_db")
+    looks = cfg.resolved("speckle_looks")
     s1 = np.zeros((3, 2, h, w), dtype=np.float32)
     soil_like = np.isin(landcover, (GRASS, CROP, BARE, SHRUB, WETLAND))
     valid = np.ones(shape, dtype=bool)
     for step in range(3):
         db = base_db + terrain_db[None] + texture_db[None]
         moisture = rng.normal(0.0, 0.8) + 0.6 * smooth_noise(rng, shape, extent / 4.0)
+        if soil_moisture_db:
+            moisture = moisture + soil_moisture_db
         db[:, soil_like] += moisture[soil_like]
         db[1, crop] += rng.normal(0.0, 0.5)
         wind = float(rng.uniform(0.0, 4.0)) * (0.5 + 0.5 * smooth_noise(rng, shape, extent / 6.0))
@@ -638,7 +1031,15 @@ def generate_scene(
             double_bounce = flood_zone & np.isin(landcover, (TREE, BUILT))
             db[0, double_bounce] += 3.0
             db[1, double_bounce] += 0.8
-        sigma0 = (10.0 ** (db / 10.0)) * rng.gamma(S1_ENL, 1.0 / S1_ENL, size=db.shape)
+            if cfg.flood_type == "urban":
+                # Dense riverside blocks: walls over water form stronger dihedrals than trunks.
+                streets = flood_zone & (landcover == BUILT)
+                db[0, streets] += 3.0
+                db[1, streets] += 1.2
+        speckle = rng.gamma(S1_ENL, 1.0 / S1_ENL, size=db.shape)
+        if looks != S1_ENL:
+            speckle = _remap_speckle(speckle, looks)
+        sigma0 = (10.0 ** (db / 10.0)) * speckle
         # Swath edges and border noise: some acquisitions miss a corner of the scene.
         if rng.random() < 0.15:
             a = rng.uniform(0, 2 * np.pi)
@@ -657,6 +1058,7 @@ def generate_scene(
     wind_dir = rng.uniform(0, 2 * np.pi)
     plume = _advect(built, wind_dir, length=extent / 4.0)
     background = 1.5e-5 + 1.0e-5 * (lat - 36.0) / 30.0 * (1.0 if doy < 80 or doy > 300 else 0.5)
+    background = max(background, 3.0e-6)  # biomes south of 36° N: a clean-air floor
     no2 = background + 1.2e-4 * gaussian_blur(plume, extent / 25.0)
     no2 = (no2 * (1.0 + 0.05 * smooth_noise(rng, shape, extent / 10.0))).astype(np.float32)
 
@@ -668,6 +1070,8 @@ def generate_scene(
         s2_bands=tuple(b.name for b in s2_bands),
         s1=s1,
         s3=s3,
+        landsat=landsat,
+        landsat_bands=_LANDSAT_BANDS,
         no2=no2,
         dem=dem.astype(np.float32),
         landcover=landcover,
@@ -685,10 +1089,81 @@ def generate_scene(
             "has_lake": bool(lake.any()),
             "towns": n_towns,
             "cloud_cover": float((cloud_mask > 0).mean()),
+            "biome": cfg.biome,
         },
     )
     scene.caption = write_caption(scene, rng)
     return scene
+
+
+def _towns_on_the_water(
+    towns: list[tuple[float, float, float]], water: np.ndarray, rng: np.random.Generator
+) -> list[tuple[float, float, float]]:
+    """Move town centres onto the nearest river or lake pixel (an urban flood world).
+
+    A scene that drew no town gets one from ``rng`` (the shift's own generator); radii are at
+    least a fifth of the scene, so the town reaches over the floodplain.
+    """
+    h, w = water.shape
+    extent = max(h, w)
+    if not towns:
+        towns = [(rng.uniform(0, h), rng.uniform(0, w), extent * float(rng.uniform(0.1, 0.2)))]
+    if not water.any():
+        return [(cy, cx, max(r, extent / 5.0)) for cy, cx, r in towns]
+    _, (iy, ix) = ndimage.distance_transform_edt(~water, return_indices=True)
+    out = []
+    for cy, cx, radius in towns:
+        y, x = min(int(cy), h - 1), min(int(cx), w - 1)
+        out.append((float(iy[y, x]), float(ix[y, x]), max(radius, extent / 5.0)))
+    return out
+
+
+_LANDSAT_SENSOR = "landsat-8-9"
+#: The Landsat 8/9 bands the world renders: OLI B1..B7 (Collection 2 Level-2 surface reflectance).
+_LANDSAT_BANDS: tuple[str, ...] = ("B1", "B2", "B3", "B4", "B5", "B6", "B7")
+
+
+def _render_landsat(
+    fractions: np.ndarray,
+    brightness: np.ndarray,
+    alpha: np.ndarray | None,
+    shadow: np.ndarray | None,
+    spectra_key: tuple,
+    gsd: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Landsat 8/9 OLI B1..B7 of the scene's surface as Collection 2 L2 SR DNs, ``[7, H, W]``.
+
+    The surface is mixed through the registry's OLI band edges, shaded and clouded as
+    Sentinel-2 is, averaged over 30 m blocks (``round(30 / gsd)`` pixels), and given noise of
+    its own per block (std 0.002 + 1 % of reflectance, as the world's Sentinel-2).
+    """
+    resp = _sensor_response(_LANDSAT_SENSOR, _LANDSAT_BANDS, spectra_key)
+    surface = np.einsum("be,ehw->bhw", resp, fractions) * brightness[None]
+    if alpha is not None:
+        cloud = _sensor_response(_LANDSAT_SENSOR, _LANDSAT_BANDS, ("cloud",))[:, 0]
+        if shadow is not None:
+            surface = surface * (1 - 0.65 * shadow)[None]
+        surface = surface * (1 - alpha)[None] + cloud[:, None, None] * alpha[None]
+    factor = max(1, round(30.0 / gsd))
+    # Noise drawn per fine pixel, scaled by the block side, averages to the stated std per block.
+    noise = (0.002 + 0.01 * surface) * factor * rng.standard_normal(surface.shape)
+    reflectance = _block_mean(surface + noise, factor)
+    bands = get_sensor(_LANDSAT_SENSOR).select(_LANDSAT_BANDS)
+    offset = np.array([b.offset for b in bands])[:, None, None]
+    scale = np.array([b.scale for b in bands])[:, None, None]
+    dn = np.round((reflectance - offset) / scale)
+    return np.clip(dn, 1, 65_535).astype(np.float32)
+
+
+def _remap_speckle(speckle: np.ndarray, looks: float) -> np.ndarray:
+    """Gamma speckle of ENL :data:`S1_ENL` mapped quantile by quantile to ENL ``looks``.
+
+    The same draws, so a world with other speckle keeps every other random value of its scenes.
+    """
+    u = special.gammainc(S1_ENL, speckle * S1_ENL)
+    u = np.clip(u, 1e-12, 1.0 - 1e-12)
+    return special.gammaincinv(looks, u) / looks
 
 
 def _block_mean(x: np.ndarray, factor: int) -> np.ndarray:
@@ -762,6 +1237,7 @@ _SENSOR_KEYS = {
     "sentinel-3-olci": "s3",
     "sentinel-5p": "no2",
     "copernicus-dem": "dem",
+    _LANDSAT_SENSOR: "landsat",
 }
 
 
@@ -787,13 +1263,18 @@ class SyntheticCopernicus(Dataset[dict[str, Any]]):
 
     Args:
         task: what the Sample is for (see above).
-        sensor: registry name of the input sensor (S2 L2A/L1C, S1 GRD, S3 OLCI, S5P, DEM).
+        sensor: registry name of the input sensor (S2 L2A/L1C, S1 GRD, S3 OLCI, S5P, DEM,
+            Landsat 8/9: ``landsat-8-9`` or an alias such as ``landsat-8``, bands ``B1``..``B7``
+            as Collection 2 Level-2 surface-reflectance DNs, gsd 30 m).
         split: ``train``, ``val`` or ``test`` (independent scene streams).
         n: number of samples.
         size: sample height and width in pixels.
         seed: world seed.
         bands: a subset of the sensor's bands, in any order (default: all the world makes).
         cloud_cover: mean Sentinel-2 cloud fraction.
+        flood_probability: share of scenes with a flood event.
+        world: shift settings, :class:`WorldConfig` fields named in
+            :data:`WORLD_SHIFT_FIELDS` (e.g. ``{"biome": "boreal", "season": "summer"}``).
         transforms: a function applied to each Sample.
         cache: keep generated Samples in memory (scenes are cheap but not free).
     """
@@ -809,6 +1290,7 @@ class SyntheticCopernicus(Dataset[dict[str, Any]]):
         bands: Sequence[str] | None = None,
         cloud_cover: float = 0.0,
         flood_probability: float = 0.8,
+        world: Mapping[str, Any] | None = None,
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         cache: bool = True,
     ) -> None:
@@ -835,7 +1317,11 @@ class SyntheticCopernicus(Dataset[dict[str, Any]]):
         self.seed = int(seed)
         level: Literal["L2A", "L1C"] = "L1C" if self.sensor == "sentinel-2-l1c" else "L2A"
         self.config = WorldConfig(
-            size=size, cloud_cover=cloud_cover, flood_probability=flood_probability, s2_level=level
+            size=size,
+            cloud_cover=cloud_cover,
+            flood_probability=flood_probability,
+            s2_level=level,
+            **_world_settings(world),
         )
         available = self._available_bands()
         chosen = resolved.select(bands) if bands is not None else resolved.select(available)
@@ -854,6 +1340,8 @@ class SyntheticCopernicus(Dataset[dict[str, Any]]):
     def _available_bands(self) -> tuple[str, ...]:
         if self.sensor == "sentinel-5p":
             return ("NO2",)
+        if self.sensor == _LANDSAT_SENSOR:
+            return _LANDSAT_BANDS
         return get_sensor(self.sensor).band_names
 
     def __len__(self) -> int:
@@ -878,6 +1366,23 @@ class SyntheticCopernicus(Dataset[dict[str, Any]]):
         return self.transforms(sample) if self.transforms is not None else sample
 
 
+def _world_settings(world: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Check a ``world`` mapping: only :data:`WORLD_SHIFT_FIELDS`, values checked by WorldConfig."""
+    if world is None:
+        return {}
+    if not isinstance(world, Mapping):
+        raise UserInputError(
+            "world must be a mapping of shift settings, some of: " + ", ".join(WORLD_SHIFT_FIELDS)
+        )
+    unknown = sorted(str(k) for k in world if k not in WORLD_SHIFT_FIELDS)
+    if unknown:
+        raise UserInputError(
+            f"unknown world setting {unknown[0]!r}; expected some of: "
+            + ", ".join(WORLD_SHIFT_FIELDS)
+        )
+    return dict(world)
+
+
 def scene_to_sample(
     scene: SyntheticScene,
     sensor: str,
@@ -899,6 +1404,8 @@ def scene_to_sample(
             time = to_days(scene.s1_dates[-1])
     elif key == "s3":
         image, gsd = scene.s3, 300.0
+    elif key == "landsat":
+        image, gsd = scene.landsat, max(30.0, gsd)
     elif key == "no2":
         image, gsd = scene.no2[None], 5500.0
     else:
