@@ -16,6 +16,9 @@ lives in its format module under :mod:`thinkingearth.data.formats`:
 * :class:`RSVQALR`, :class:`RSVQAxBEN` (:mod:`~thinkingearth.data.formats.rsvqa`): remote
   sensing visual question answering;
 * :class:`SyntheticCopernicus` (:mod:`~thinkingearth.data.synthetic`): the synthetic world.
+
+Split protocols that measure domain shift (:mod:`~thinkingearth.data.domains`):
+:class:`SplitSpec`, :func:`open_domain_splits` and the :class:`DomainSplits` it returns.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from thinkingearth.data.domains import DomainSplits, SplitSpec, open_domain_splits
     from thinkingearth.data.formats.bigearthnet import BigEarthNet
     from thinkingearth.data.formats.bigearthnet_txt import BigEarthNetTxt
     from thinkingearth.data.formats.copernicusbench import CopernicusBench
@@ -39,11 +43,14 @@ __all__ = [
     "BigEarthNet",
     "BigEarthNetTxt",
     "CopernicusBench",
+    "DomainSplits",
     "EuroSATMS",
     "KuroSiwo",
     "RSVQAxBEN",
     "Sen1Floods11",
+    "SplitSpec",
     "SyntheticCopernicus",
+    "open_domain_splits",
 ]
 
 # Readers, imported on first use so that ``import thinkingearth.data`` (and the light modules
@@ -59,6 +66,9 @@ _LAZY: dict[str, str] = {
     "GAIA": "thinkingearth.data.formats.gaia",
     "RSVQALR": "thinkingearth.data.formats.rsvqa",
     "RSVQAxBEN": "thinkingearth.data.formats.rsvqa",
+    "SplitSpec": "thinkingearth.data.domains",
+    "DomainSplits": "thinkingearth.data.domains",
+    "open_domain_splits": "thinkingearth.data.domains",
 }
 
 

@@ -421,6 +421,7 @@ class _Patch:
     name: str
     folder: Path
     labels: tuple[str, ...] | None = None  # v2: 19-class names from metadata.parquet
+    country: str | None = None  # v2: the country column of metadata.parquet
 
 
 def _read_parquet_rows(path: Path) -> list[dict[str, Any]]:
@@ -435,6 +436,7 @@ def _read_parquet_rows(path: Path) -> list[dict[str, Any]]:
         "patch_id",
         "labels",
         "split",
+        "country",
         "s1_name",
         "contains_seasonal_snow",
         "contains_cloud_or_shadow",
@@ -484,7 +486,9 @@ class BigEarthNet(Dataset):
     are all among the 11 classes the 19-class nomenclature drops keeps an all-zero 19-class label
     (57 patches of v1 are like that; the official 19-class splits leave them out). Metadata: ``lon``/``lat`` of the patch centre in WGS84, ``time`` (days since
     1970-01-01 of the acquisition; v2 takes it from the patch name), ``gsd`` 10.0, ``crs``,
-    ``transform`` of the 10 m grid and the patch ``name``.
+    ``transform`` of the 10 m grid and the patch ``name``; v2 samples also carry ``country``
+    (from ``metadata.parquet``), which :attr:`patch_countries` lists without reading images and
+    ``countries=`` selects (leave-countries-out splits, :mod:`thinkingearth.data.domains`).
 
     If you use this dataset in your research, please cite:
 
@@ -537,6 +541,7 @@ class BigEarthNet(Dataset):
         transforms: Callable[[dict], dict] | None = None,
         *,
         exclude_snow_cloud: bool = True,
+        countries: Sequence[str] | None = None,
     ) -> None:
         """Index a BigEarthNet folder.
 
@@ -550,6 +555,8 @@ class BigEarthNet(Dataset):
             transforms: function applied to each sample dict.
             exclude_snow_cloud: v1 only: drop patches listed in the snow/cloud CSVs in ``root``;
                 v2 only: drop rows flagged ``contains_seasonal_snow``/``contains_cloud_or_shadow``.
+            countries: v2 only: keep the patches of these countries (``metadata.parquet``'s
+                ``country`` values); ``None`` for all.
 
         Raises:
             UserInputError: for a bad argument; :class:`UnknownBandError` for an unknown band.
@@ -586,12 +593,26 @@ class BigEarthNet(Dataset):
         self.classes = CLASSES_19 if num_classes == 19 else CLASSES_43
         self.transforms = transforms
         self.exclude_snow_cloud = exclude_snow_cloud
+        if countries is not None:
+            if version != 2:
+                raise UserInputError(
+                    "BigEarthNet countries= needs BigEarthNet v2's country metadata "
+                    "(metadata.parquet); v1 has none"
+                )
+            if isinstance(countries, str):
+                countries = (countries,)
+            countries = tuple(str(c) for c in countries)
+        self._wanted_countries = countries
         if not self.root.is_dir():
             raise DataLayoutError(f"BigEarthNet folder not found: {self.root}")
         if version == 1:
             self._patches = self._index_v1()
         else:
             self._patches = self._index_v2()
+        #: The countries the chosen patches come from (v2; empty for v1), sorted.
+        self.countries: tuple[str, ...] = tuple(
+            sorted({p.country for p in self._patches if p.country is not None})
+        )
 
     # ----------------------------------------------------------------------------- indexing v1
 
@@ -725,6 +746,7 @@ class BigEarthNet(Dataset):
         id_key = "s1_name" if self.sensor == "s1" else "patch_id"
         split_values = {"train": {"train"}, "val": {"validation", "val"}, "test": {"test"}}
         patches: list[_Patch] = []
+        seen_countries: set[str] = set()
         for row in rows:
             if id_key not in row or "labels" not in row:
                 raise DataLayoutError(
@@ -736,6 +758,13 @@ class BigEarthNet(Dataset):
                 row.get("contains_seasonal_snow") or row.get("contains_cloud_or_shadow")
             ):
                 continue
+            country = row.get("country")
+            country = None if country is None else str(country)
+            if self._wanted_countries is not None:
+                if country is not None:
+                    seen_countries.add(country)
+                if country not in self._wanted_countries:
+                    continue
             name = str(row[id_key])
             cut = 3 if self.sensor == "s1" else 2
             group = name.rsplit("_", cut)[0]
@@ -749,7 +778,14 @@ class BigEarthNet(Dataset):
                         f"unknown BigEarthNet v2 label {label!r} for {name} in {meta_path} "
                         "(expected one of the 19 class names)"
                     )
-            patches.append(_Patch(name, folder, labels))
+            patches.append(_Patch(name, folder, labels, country))
+        if self._wanted_countries is not None:
+            unknown = sorted(set(self._wanted_countries) - seen_countries)
+            if unknown:
+                raise UserInputError(
+                    f"BigEarthNet v2 {meta_path} has no patches of {', '.join(unknown)}; its "
+                    f"countries: {', '.join(sorted(seen_countries)) or 'none'}"
+                )
         if not patches:
             which = "" if self.split is None else f" for split {self.split}"
             raise DataLayoutError(f"no BigEarthNet v2 patches{which} in {meta_path}")
@@ -765,6 +801,11 @@ class BigEarthNet(Dataset):
     def names(self) -> list[str]:
         """Patch names, in dataset order."""
         return [p.name for p in self._patches]
+
+    @property
+    def patch_countries(self) -> list[str | None]:
+        """Each patch's country (v2's ``metadata.parquet``; ``None`` for v1), in dataset order."""
+        return [p.country for p in self._patches]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """Load one patch as a Sample dict (see the class docstring)."""
@@ -804,6 +845,8 @@ class BigEarthNet(Dataset):
             "transform": tuple(transform)[:6],
             "name": patch.name,
         }
+        if patch.country is not None:
+            sample["country"] = patch.country
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample
