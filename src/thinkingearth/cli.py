@@ -1574,8 +1574,8 @@ def bench(
         str,
         typer.Option(
             "--suite",
-            help="synthetic-lite, synthetic, noisy-labels, kurosiwo, copernicus-bench or "
-            "vl-synthetic.",
+            help="synthetic-lite, synthetic, noisy-labels, kurosiwo, copernicus-bench, "
+            "vl-synthetic or domain-shift.",
         ),
     ],
     out: Annotated[
@@ -1625,6 +1625,16 @@ def bench(
         typer.Option(
             "--noise",
             help="Label-noise rates in [0, 1) applied to the training split, e.g. 0,0.2,0.4 "
+            "(default: the suite's).",
+        ),
+    ] = None,
+    adapt: Annotated[
+        str | None,
+        typer.Option(
+            "--adapt",
+            help="Domain adaptation of the tasks with a split, comma-separated: none (source "
+            "only), dann, deep_coral, mmd, adabn, self_training, tent, oracle (trained on target "
+            "labels), generalise (band/spectral/metadata augmentation, no target data) "
             "(default: the suite's).",
         ),
     ] = None,
@@ -1692,6 +1702,7 @@ def bench(
         ("--fractions", fractions),
         ("--uncertainty", uncertainty),
         ("--noise", noise),
+        ("--adapt", adapt),
         ("--max-steps", max_steps),
         ("--threads", threads),
     ):
@@ -1715,6 +1726,7 @@ def bench(
         fractions=fraction_values,
         uncertainty=split(uncertainty),
         noise=noise_values,
+        adapt=split(adapt),
         max_steps=max_steps,
         accelerator=accelerator,  # type: ignore[arg-type]
         threads=threads,

@@ -141,7 +141,7 @@ def test_model_names() -> None:
 def test_suites() -> None:
     assert list_suites() == [
         "synthetic-lite", "synthetic", "noisy-labels", "kurosiwo", "copernicus-bench",
-        "vl-synthetic",
+        "vl-synthetic", "domain-shift",
     ]  # fmt: skip
     lite = get_suite("synthetic-lite")
     assert [t.kind for t in lite.tasks] == ["multilabel", "segmentation", "change", "regression"]

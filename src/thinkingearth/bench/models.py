@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -136,9 +136,13 @@ class ModelSpec:
         )
         return folder
 
-    def encoder(self, seed: int = 0) -> Encoder:
+    def encoder(self, seed: int = 0, overrides: Mapping[str, Any] | None = None) -> Encoder:
         """A fresh encoder: random weights (drawn now), a copy of the loaded checkpoint, or a
-        copy of a vision-language model's image encoder (``vl-config``: of ``seed``'s)."""
+        copy of a vision-language model's image encoder (``vl-config``: of ``seed``'s).
+
+        ``overrides`` change configuration fields of a registry encoder (random weights, e.g.
+        ``depth=2``; ``Suite.encoder_overrides``); loaded weights keep their architecture.
+        """
         from thinkingearth.models import create_encoder, load
 
         if self.is_vl:
@@ -146,7 +150,7 @@ class ModelSpec:
         if self.kind == "chance":
             raise UserInputError("chance has no encoder")
         if self.kind == "registry":
-            return create_encoder(self.name)
+            return create_encoder(self.name, **dict(overrides or {}))
         if self._encoder is None:
             self._encoder = load(self.name.removeprefix(_RANDOM))
         if self.kind == "random":
@@ -272,7 +276,8 @@ def build_network(
     if spec.is_encoder:
         from thinkingearth.tasks.protocols import EncoderBackbone
 
-        return EncoderBackbone(spec.encoder(seed), patch_size=suite.patch_size)
+        encoder = spec.encoder(seed, suite.encoder_overrides)
+        return EncoderBackbone(encoder, patch_size=suite.patch_size)
     return build_baseline(
         spec.name,
         task.kind,

@@ -27,6 +27,12 @@ Per task, a cell from a single run shows its value with ``n = 1`` rather than ``
 has no spread. Where a task reports ``map_classes_absent`` (classes with no positive test sample,
 left out of the mAP; :mod:`thinkingearth.tasks.metrics`), its table says how many were left out.
 
+Tasks with a split protocol (``TaskSpec.split``) get a section ``## Domain shift``
+(:func:`domain_section`): per task a table of adaptation method × target primary metric (mean ±
+std over seeds), worst target domain, each domain, source, gap to the oracle and runs, and one
+sentence per method against source-only training on the same seeds. Its runs with an
+adaptation method are entries of their own elsewhere too (``model [dann]``).
+
 Whenever rows carry the uncertainty evaluation (:mod:`thinkingearth.uncertainty.evaluation`),
 the report gains a section ``## Uncertainty`` (:func:`uncertainty_section`): per task a table of
 head × noise rate with the clean-label primary metric, NLL, ECE (bins stated), Brier, the discard
@@ -65,7 +71,9 @@ from thinkingearth.fileio import atomic_file
 
 __all__ = [
     "AggregateScore",
+    "adapt_of",
     "aggregate",
+    "domain_section",
     "entry_names",
     "interquartile_mean",
     "normalised_scores",
@@ -117,9 +125,17 @@ def variant_of(row: Mapping[str, Any]) -> tuple[str, str]:
     return (str(row.get("uncertainty") or "none"), _rate(row.get("noise")))
 
 
-def _variant_suffix(uncertainty: str, noise: str) -> str:
-    parts = ([] if uncertainty == "none" else [uncertainty]) + (
-        [] if noise == "0" else [f"noise {noise}"]
+def adapt_of(row: Mapping[str, Any]) -> str:
+    """The domain adaptation of a row (``none``: source only, and every row written before the
+    ``adapt`` column existed)."""
+    return str(row.get("adapt") or "none")
+
+
+def _variant_suffix(uncertainty: str, noise: str, adapt: str = "none") -> str:
+    parts = (
+        ([] if uncertainty == "none" else [uncertainty])
+        + ([] if noise == "0" else [f"noise {noise}"])
+        + ([] if adapt == "none" else [adapt])
     )
     return f" [{', '.join(parts)}]" if parts else ""
 
@@ -149,7 +165,8 @@ def normalised_scores(
                 score = 0.5
             out.append(
                 {
-                    "entry": names[(r["model"], r["protocol"])] + _variant_suffix(*variant_of(r)),
+                    "entry": names[(r["model"], r["protocol"])]
+                    + _variant_suffix(*variant_of(r), adapt_of(r)),
                     "task": task,
                     "fraction": fraction,
                     "seed": str(r["seed"]),
@@ -235,19 +252,20 @@ def aggregate(
 
 def summarise(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
     """Mean and standard deviation over seeds per (task, model, protocol, fraction, uncertainty,
-    noise).
+    noise, adaptation).
 
     Returns:
         Dicts with ``task``, ``model``, ``protocol``, ``fraction``, ``uncertainty``, ``noise``,
-        ``seeds`` and, per metric (and the cost columns), ``<name>`` (mean) and ``<name>_std``
+        ``adapt``, ``seeds`` and, per metric (and the cost columns), ``<name>`` (mean) and ``<name>_std``
         (NaN from fewer than two values: one seed has no spread).
     """
     groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = defaultdict(list)
     for r in _ok(rows):
-        groups[(r["task"], r["model"], r["protocol"], str(r["fraction"]), *variant_of(r))].append(r)
+        key = (r["task"], r["model"], r["protocol"], str(r["fraction"]), *variant_of(r))
+        groups[(*key, adapt_of(r))].append(r)
     costs = ("train_seconds", "inference_ips", "params", "trainable_params", "peak_mem_mb")
     out = []
-    for (task, model, protocol, fraction, uncertainty, noise), members in groups.items():
+    for (task, model, protocol, fraction, uncertainty, noise, adapt), members in groups.items():
         item: dict[str, Any] = {
             "task": task,
             "model": model,
@@ -255,6 +273,7 @@ def summarise(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list
             "fraction": fraction,
             "uncertainty": uncertainty,
             "noise": noise,
+            "adapt": adapt,
             "seeds": len(members),
             "normalisation": members[0].get("normalisation", ""),
         }
@@ -288,8 +307,8 @@ def _plot_tasks(
     cols = min(len(tasks), 3)
     rows_n = math.ceil(len(tasks) / cols)
     widest = max(
-        len({(s["model"], s["protocol"], s["uncertainty"], s["noise"]) for s in summary if
-             s["task"] == t.name})
+        len({(s["model"], s["protocol"], s["uncertainty"], s["noise"], s["adapt"]) for s in
+             summary if s["task"] == t.name})
         for t in tasks
     )  # fmt: skip
     panel = max(4.6, 0.6 * widest)
@@ -300,7 +319,9 @@ def _plot_tasks(
         items = [s for s in summary if s["task"] == task.name]
         fractions = sorted({s["fraction"] for s in items}, key=float)
         entries = list(
-            dict.fromkeys((s["model"], s["protocol"], s["uncertainty"], s["noise"]) for s in items)
+            dict.fromkeys(
+                (s["model"], s["protocol"], s["uncertainty"], s["noise"], s["adapt"]) for s in items
+            )
         )
         width = 0.8 / max(1, len(fractions))
         for j, fraction in enumerate(fractions):
@@ -309,7 +330,8 @@ def _plot_tasks(
                 match = [
                     s
                     for s in items
-                    if (s["model"], s["protocol"], s["uncertainty"], s["noise"]) == entry
+                    if (s["model"], s["protocol"], s["uncertainty"], s["noise"], s["adapt"])
+                    == entry
                     and s["fraction"] == fraction
                 ]
                 if match:
@@ -321,7 +343,7 @@ def _plot_tasks(
             ax.bar(xs, ys, width * 0.9, yerr=es, capsize=3, label=label)
         ax.set_xticks(range(len(entries)))
         ax.set_xticklabels(
-            [f"{_label(m, labels)}\n{p}{_variant_suffix(u, n)}" for m, p, u, n in entries],
+            [f"{_label(m, labels)}\n{p}{_variant_suffix(u, n, a)}" for m, p, u, n, a in entries],
             rotation=30,
             ha="right",
             fontsize=7,
@@ -427,11 +449,13 @@ def results_table(
             continue
         arrow = "↑" if task.higher_is_better else "↓"
         variants = any((s["uncertainty"], s["noise"]) != ("none", "0") for s in summary)
+        shifts = task.split is not None or any(s["adapt"] != "none" for s in summary)
         head = [
             "model",
             "protocol",
             "labels",
             *(["head", "noise"] if variants else []),
+            *(["adaptation"] if shifts else []),
             f"**{task.primary}** {arrow}",
             *task.shown,
             "train s",
@@ -459,6 +483,7 @@ def results_table(
                 s["protocol"],
                 f"{float(s['fraction']):.0%}",
                 *([s["uncertainty"], s["noise"]] if variants else []),
+                *([_method_name(s["adapt"])] if shifts else []),
                 _spread(s["primary"], s["primary_std"], s["seeds"], bold=True),
                 *[_spread(s[m], s[m + "_std"], s["seeds"]) for m in task.shown],
                 _fmt(s["train_seconds"], 1),
@@ -758,7 +783,9 @@ def uncertainty_section(
     out = Path(out)
     labels = labels or {}
     ok = _ok(rows)
-    scored = [r for r in ok if _has_uncertainty(r)]
+    # runs with domain adaptation are compared in the domain-shift section; here the heads
+    plain = [r for r in ok if adapt_of(r) == "none"]
+    scored = [r for r in plain if _has_uncertainty(r)]
     failed = [r for r in ok if str(r.get("reason") or "").startswith(_UNC_FAILED)]
     if not scored and not failed:
         return ""
@@ -776,7 +803,13 @@ def uncertainty_section(
         "fractions: `discard AUC`; beside it the same discarding at random) and the Spearman "
         "correlation of the uncertainty with the error. Multi-label: every (image, label) is a "
         "binary event for ECE. Mean ± std over seeds; label noise is applied to the training "
-        "split only (`noise`: its rate; `measured`: the share of training labels it changed).",
+        "split only (`noise`: its rate; `measured`: the share of training labels it changed)."
+        + (
+            " Runs without domain adaptation only (`adapt` none; the others are in the domain-"
+            "shift section)."
+            if len(plain) < len(ok)
+            else ""
+        ),
         "",
     ]
     for task in suite.tasks:
@@ -889,6 +922,194 @@ def uncertainty_section(
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------------------------
+# Domain shift
+# ----------------------------------------------------------------------------------------------
+
+_METHOD_NAMES = {
+    "none": "source only",
+    "generalise": "generalise (augmentation, no target data)",
+    "oracle": "oracle (target labels)",
+}
+#: Order of the methods in the domain tables: source only first, the oracle last.
+_METHOD_ORDER = ("none", "generalise", "dann", "deep_coral", "mmd", "adabn", "self_training",
+                 "tent", "oracle")  # fmt: skip
+
+
+def _method_name(method: str) -> str:
+    return _METHOD_NAMES.get(method, method)
+
+
+def _method_rank(method: str) -> tuple[int, str]:
+    order = _METHOD_ORDER.index(method) if method in _METHOD_ORDER else len(_METHOD_ORDER) - 1
+    return (order, method)
+
+
+def _paired(
+    ours: Sequence[Mapping[str, Any]], base: Sequence[Mapping[str, Any]], name: str
+) -> list[float]:
+    """``ours − base`` of column ``name`` per seed both have (finite values only)."""
+    by_seed = {str(r["seed"]): _float(r.get(name)) for r in base}
+    out = []
+    for r in ours:
+        a, b = _float(r.get(name)), by_seed.get(str(r["seed"]), math.nan)
+        if math.isfinite(a) and math.isfinite(b):
+            out.append(a - b)
+    return out
+
+
+def _helps(
+    task: TaskSpec,
+    method: str,
+    ours: Sequence[Mapping[str, Any]],
+    base: Sequence[Mapping[str, Any]],
+) -> str | None:
+    """One sentence: ``method`` against source only on the target (same seeds), in numbers."""
+    diffs = _paired(ours, base, "primary")
+    if not diffs:
+        return None
+    sign = 1.0 if task.higher_is_better else -1.0
+    better = sum(1 for d in diffs if sign * d > 0)
+    worse = sum(1 for d in diffs if sign * d < 0)
+    mean = float(np.mean(diffs))
+    worst = _paired(ours, base, "worst_domain")
+    source = _paired(ours, base, "source_primary")
+    if better == len(diffs):
+        verdict = "helps"
+    elif worse == len(diffs):
+        verdict = "hurts"
+    elif better and worse:
+        verdict = "is mixed"
+    elif better:
+        verdict = "helps in some seeds"
+    elif worse:
+        verdict = "hurts in some seeds"
+    else:
+        verdict = "changes nothing"
+    text = (
+        f"{_method_name(method)} {verdict} on the target: {task.primary} {mean:+.3f} against "
+        f"source only (better in {better} of {len(diffs)} seed(s), worse in {worse})"
+    )
+    if worst:
+        text += f"; worst domain {float(np.mean(worst)):+.3f}"
+    if source:
+        text += f"; source {float(np.mean(source)):+.3f}"
+    return text + "."
+
+
+def domain_section(
+    rows: Sequence[Mapping[str, Any]], suite: Suite, labels: Mapping[str, str] | None = None
+) -> str:
+    """The ``## Domain shift`` section: per task with a split, a table of adaptation method ×
+    (target primary metric mean ± std over seeds, worst target domain, each domain, source,
+    gap to the oracle, runs), and one sentence per method against source-only training on the
+    same seeds. Returns ``""`` when no finished run has a split."""
+    labels = labels or {}
+    ok = _ok(rows)
+    tasks = [t for t in suite.tasks if t.split is not None and any(r["task"] == t.name for r in ok)]
+    if not tasks:
+        return ""
+    lines = [
+        "## Domain shift",
+        "",
+        "Per task with a split protocol: the model is trained on the source domains and tested "
+        "on each target domain (`target`: the target domains' test samples pooled; `worst "
+        "domain`: the primary metric on the worst target domain; `source`: the source "
+        "domains' own test samples; `gap to oracle`: the oracle's target metric minus the "
+        "method's, same seed — positive means below the oracle; lower is better for RMSE). "
+        "Mean ± std over seeds. Adaptation methods see the target domains' training scenes "
+        "without labels (never the target test scenes); the oracle is trained on those scenes "
+        "with their labels. **Model selection: none, and no target labels** — every run trains "
+        "a fixed number of steps and its last weights are tested (the source validation split "
+        "is not used either), so no method is tuned on the target.",
+        "",
+    ]
+    for task in tasks:
+        task_rows = [r for r in ok if r["task"] == task.name]
+        groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = defaultdict(list)
+        for r in task_rows:
+            key = (r["model"], r["protocol"], str(r["fraction"]), *variant_of(r))
+            groups[(*key, adapt_of(r))].append(r)
+        entries = list(dict.fromkeys(k[:-1] for k in groups))
+        several = len(entries) > 1
+        split = task.split
+        targets = list(split.target) if split is not None else []
+        domains = list(
+            dict.fromkeys(
+                k.split("@", 1)[1]
+                for r in task_rows
+                for k in r
+                if k.startswith(f"{task.primary}@") and math.isfinite(_float(r[k]))
+            )
+        )
+        sources = [d for d in domains if d not in targets]
+        # one source domain: its column would repeat `source`
+        ordered = [d for d in domains if d in targets] + (sources if len(sources) > 1 else [])
+        arrow = "↑" if task.higher_is_better else "↓"
+        protocol = str(task_rows[0].get("split_protocol") or (split.protocol if split else ""))
+        source = str(task_rows[0].get("source") or "").replace(",", ", ")
+        target = str(task_rows[0].get("target") or "").replace(",", ", ")
+        head = [
+            *(["model"] if several else []),
+            "method",
+            f"**target {task.primary}** {arrow}",
+            "worst domain",
+            *[f"{task.primary}@{d}" + (" (target)" if d in targets else " (source)")
+              for d in ordered],
+            f"source {task.primary}",
+            "gap to oracle",
+            "runs",
+        ]  # fmt: skip
+        lines += [
+            f"### {task.name}",
+            "",
+            f"{protocol}: source {source} → target {target}."
+            + (
+                f" {task.description[:1].upper()}{task.description[1:]}."
+                if task.description
+                else ""
+            ),
+            "",
+            "| " + " | ".join(head) + " |",
+            "|" + "---|" * len(head),
+        ]
+        order = sorted(groups, key=lambda k: (entries.index(k[:-1]), _method_rank(k[-1])))
+        for key in order:
+            members = groups[key]
+            n = len(members)
+            cells = [
+                *([f"{_label(key[0], labels)} ({key[1]}, {float(key[2]):.0%})"] if several else []),
+                _method_name(key[-1]),
+                _spread(*_mean_std(members, "primary")[:2], n, bold=True),
+                _spread(*_mean_std(members, "worst_domain")[:2], n),
+                *[_spread(*_mean_std(members, f"{task.primary}@{d}")[:2], n) for d in ordered],
+                _spread(*_mean_std(members, "source_primary")[:2], n),
+                "–" if key[-1] == "oracle" else _spread(*_mean_std(members, "oracle_gap")[:2], n),
+                str(n),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        for entry in entries:
+            base = groups.get((*entry, "none"))
+            if not base:
+                continue
+            prefix = f"{_label(entry[0], labels)} ({entry[1]}): " if several else ""
+            for key in order:
+                if key[:-1] != entry or key[-1] in ("none", "oracle"):
+                    continue
+                sentence = _helps(task, key[-1], groups[key], base)
+                if sentence:
+                    lines.append(f"- {prefix}{sentence}")
+            gap = _mean_std(base, "oracle_gap")[0]
+            if math.isfinite(gap):
+                lines.append(
+                    f"- {prefix}source only is {gap:+.3f} {task.primary} from the oracle on the "
+                    "target (positive: below it)."
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
 def _architecture(name: str, suite: Suite) -> str:
     """The suite's size settings of a baseline, for the model table."""
     if name == "wrn-eca":
@@ -897,6 +1118,11 @@ def _architecture(name: str, suite: Suite) -> str:
         return f" (widths {', '.join(str(w) for w in suite.unet_widths)})"
     if name == "vit-scratch":
         return f" ({suite.vit_depth} blocks, patch {suite.patch_size or 16})"
+    if suite.encoder_overrides:
+        from thinkingearth.models.weights import CONFIGS
+
+        if name in CONFIGS:  # a registry encoder with random weights, resized by the suite
+            return " (" + ", ".join(f"{k} {v}" for k, v in suite.encoder_overrides.items()) + ")"
     return ""
 
 
@@ -905,6 +1131,20 @@ _NORMALISATION = {
     "sar_db": "10·log10(sigma0), then (x − mean) / std with SSL4EO-S12 dB statistics",
     "dataset": "(x − mean) / std with statistics estimated on training samples",
 }
+
+
+def _normalisation_text(name: str) -> str:
+    """A ``normalisation`` value in words; ``source/target`` where the target sensor of a split
+    is normalised otherwise (its statistics estimated on the unlabelled target images)."""
+    if "/" in name:
+        source, *targets = name.split("/")
+        return f"`{name}`: source {_NORMALISATION.get(source, source)}; target " + ", ".join(
+            "per-band statistics estimated on the unlabelled target images"
+            if t == "dataset"
+            else _NORMALISATION.get(t, t)
+            for t in targets
+        )
+    return f"`{name}`: {_NORMALISATION.get(name, name)}"
 
 
 def write_report(
@@ -965,6 +1205,9 @@ def write_report(
     if has_tasks:
         lines += ["![per task](per_task.png)", ""]
     lines += [results_table(ok, suite, labels), ""]
+    section = domain_section(rows, suite, labels)
+    if section:
+        lines += [section, ""]
     section = uncertainty_section(out, rows, suite, labels)
     if section:
         lines += [section, ""]
@@ -984,7 +1227,7 @@ def write_report(
         "selection (the last weights are tested). Encoders run at patch size "
         f"{suite.patch_size or 'their own'}; UPerNet width {suite.decoder_channels}.",
         "",
-        "Normalisation: " + "; ".join(f"`{n}`: {_NORMALISATION.get(n, n)}" for n in norms) + ".",
+        "Normalisation: " + "; ".join(_normalisation_text(n) for n in norms) + ".",
         "",
         "Costs: train s = wall-clock seconds of training; img/s = test samples per second "
         "through the model in eval mode (frozen-feature caches off); params = all parameters "

@@ -42,6 +42,27 @@ cannot take a head method (a complete dense model such as the U-Net has no separ
 a ``skipped`` row with the reason. Rows of a ``results.csv`` written before these columns
 existed read as ``none`` and ``0``, so such a benchmark resumes.
 
+Domain shift is part of the run key too (column ``adapt``). A task with a split protocol
+(``TaskSpec.split``, :class:`thinkingearth.data.domains.SplitSpec`; its data from
+:func:`thinkingearth.data.domains.open_domain_splits`, as ``finetune`` splits it) trains on the
+source domains and is tested on the target domains' test samples pooled (the row's metrics),
+on each domain (``<primary>@<domain>``), on its worst target domain (``worst_domain``, named
+in ``worst_domain_name``) and on the source domains' own test samples (``source_primary``).
+``adapt`` is ``none`` (source only), an adaptation method of
+:func:`thinkingearth.tasks.variants.get_adaptation` (``dann``, ``deep_coral``, ``mmd`` and
+``self_training`` train on source batches paired with UNLABELLED target batches; ``adabn`` and
+``tent`` adapt the trained model on the unlabelled target batches), ``generalise`` (method
+``none`` with ``Suite.generalise``'s band, spectral and metadata dropout) or ``oracle``
+(trained on the target domains' labelled training samples, which are the scenes the
+adaptation methods see unlabelled; never the target test samples). ``oracle_gap`` is the
+oracle's primary metric minus the run's (the reverse for lower-is-better metrics), same task,
+model, protocol, fraction, head, noise and seed; it is filled whenever the table is written.
+Model selection uses no target labels: every run trains ``max_steps`` steps and its last
+weights are tested. One normaliser per task: fitted on the source training samples, and for a
+target sensor without registry statistics (Landsat) estimated on the unlabelled target images
+(``normalisation``: ``registry/dataset``). A fixed-band baseline is skipped on a split whose
+domains have other bands, naming them. Tasks without a split run ``none`` only.
+
 Evaluation protocols train nothing (``zero-shot``, :mod:`thinkingearth.bench.zeroshot`): a
 vision-language model scores the test split directly (class names through prompts, retrieval
 by similarity), with ``train_seconds`` and ``steps`` 0; the task's data is prepared for training
@@ -62,10 +83,10 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler, Subset
 
 from thinkingearth import stopping
 from thinkingearth.bench.meters import PeakMemory, count_parameters, inference_throughput
@@ -102,21 +123,32 @@ from thinkingearth.tasks.variants import (
     get_uncertainty_builder,
 )
 
+if TYPE_CHECKING:
+    from thinkingearth.tasks.variants import AdaptSection
+
 __all__ = [
     "CURVES_DIR",
     "FIXED_COLUMNS",
+    "GENERALISE",
+    "NO_ADAPTATION",
     "NO_UNCERTAINTY",
+    "ORACLE",
     "RESULTS_NAME",
     "BenchResult",
     "RunKey",
+    "adapt_choices",
+    "adapt_section",
+    "check_adapt",
     "check_noise",
     "check_uncertainty",
+    "fill_oracle_gaps",
     "machine_summary",
     "measured_noise",
     "noise_model_of",
     "plan_runs",
     "read_results",
     "run_bench",
+    "split_facts",
     "train_split",
     "uncertainty_head",
     "write_results",
@@ -134,10 +166,17 @@ FIXED_COLUMNS: tuple[str, ...] = (
     "seed",
     "uncertainty",
     "noise",
+    "adapt",
     "status",
     "reason",
     "primary_metric",
     "primary",
+    "split_protocol",
+    "source",
+    "target",
+    "worst_domain",
+    "source_primary",
+    "oracle_gap",
     "train_seconds",
     "inference_ips",
     "params",
@@ -160,13 +199,21 @@ Accelerator = Literal["cpu", "gpu", "auto"]
 NO_UNCERTAINTY = "none"
 #: Folder of OUT holding each run's reliability and discard curves (JSON).
 CURVES_DIR = "curves"
+#: Adaptation of a source-only run (the default ``adapt`` column; every task without a split).
+NO_ADAPTATION = "none"
+#: The ``adapt`` value of a run trained on the target domains' labelled training samples.
+ORACLE = "oracle"
+#: The ``adapt`` value of domain generalisation: method ``none`` with ``Suite.generalise``'s
+#: augmentations on the source batches (no target data).
+GENERALISE = "generalise"
 
 
 class RunKey(NamedTuple):
     """What identifies a run (and its row).
 
-    ``uncertainty`` is the head method (``none``: deterministic) and ``noise`` the rate of label
-    noise on the training split (text, ``"0"``: clean labels).
+    ``uncertainty`` is the head method (``none``: deterministic), ``noise`` the rate of label
+    noise on the training split (text, ``"0"``: clean labels) and ``adapt`` the domain
+    adaptation of a task with a split (``none``: source only; ``oracle``; ``generalise``).
     """
 
     task: str
@@ -176,6 +223,7 @@ class RunKey(NamedTuple):
     seed: int
     uncertainty: str = NO_UNCERTAINTY
     noise: str = "0"
+    adapt: str = NO_ADAPTATION
 
 
 def _fraction_text(fraction: float) -> str:
@@ -191,6 +239,7 @@ def _row_key(row: Mapping[str, Any]) -> RunKey:
         int(row["seed"]),
         str(row.get("uncertainty") or NO_UNCERTAINTY),  # rows written before the column
         _fraction_text(float(row.get("noise") or 0.0)),
+        str(row.get("adapt") or NO_ADAPTATION),  # rows written before the column
     )
 
 
@@ -208,6 +257,31 @@ def check_uncertainty(methods: Sequence[str]) -> tuple[str, ...]:
             raise UserInputError(
                 f"unknown uncertainty method {method!r}; expected one of: "
                 f"{', '.join(UNCERTAINTY_METHODS)}"
+            )
+    return values
+
+
+def adapt_choices() -> tuple[str, ...]:
+    """The values of ``--adapt``: the adaptation methods, ``oracle`` and ``generalise``."""
+    from thinkingearth.tasks.variants import ADAPT_METHODS
+
+    return (*ADAPT_METHODS, ORACLE, GENERALISE)
+
+
+def check_adapt(methods: Sequence[str]) -> tuple[str, ...]:
+    """The adaptation methods of a benchmark, checked (duplicates dropped, order kept).
+
+    Raises:
+        UserInputError: For an empty list or an unknown method.
+    """
+    values = tuple(dict.fromkeys(str(m).strip() for m in methods))
+    if not values:
+        raise UserInputError("give at least one adaptation method, e.g. --adapt none")
+    choices = adapt_choices()
+    for method in values:
+        if method not in choices:
+            raise UserInputError(
+                f"unknown adaptation method {method!r}; expected one of: {', '.join(choices)}"
             )
     return values
 
@@ -308,18 +382,21 @@ def plan_runs(
     fractions: Sequence[float] | None = None,
     uncertainty: Sequence[str] | None = None,
     noise: Sequence[float] | None = None,
+    adapt: Sequence[str] | None = None,
 ) -> list[RunKey]:
     """Every run of a benchmark, in execution order (task, model, protocol, fraction,
-    uncertainty, noise, seed).
+    uncertainty, noise, adaptation, seed).
 
     Encoders run the suite's protocols for the task kind (or ``protocols``); baselines always
     ``finetune``; ``chance`` the evaluation protocols (``zero-shot``) on the kinds they score.
-    Evaluation protocols run at label fraction 1, without a head method and without label noise
-    only: they train nothing. ``uncertainty`` and ``noise`` default to the suite's.
+    Evaluation protocols run at label fraction 1, without a head method, without label noise
+    and without adaptation only: they train nothing. Tasks with a split (``TaskSpec.split``) run
+    every adaptation method; the others ``none`` only. ``uncertainty``, ``noise`` and ``adapt``
+    default to the suite's.
 
     Raises:
-        UserInputError: For an unknown protocol or uncertainty method, a label fraction outside
-            ``(0, 1]`` or a noise rate outside ``[0, 1)``.
+        UserInputError: For an unknown protocol, uncertainty or adaptation method, a label
+            fraction outside ``(0, 1]`` or a noise rate outside ``[0, 1)``.
     """
     chosen = (
         [p if p in EVALUATION_PROTOCOLS else check_protocol(p) for p in protocols]
@@ -331,8 +408,10 @@ def plan_runs(
         label_fraction_indices(1, f, 0)  # validates the fraction
     methods = check_uncertainty(suite.uncertainty if uncertainty is None else uncertainty)
     rates = [_fraction_text(r) for r in check_noise(suite.noise if noise is None else noise)]
+    adaptations = check_adapt(suite.adapt if adapt is None else adapt)
     keys: list[RunKey] = []
     for task in suite.tasks:
+        shifts = adaptations if task.split is not None else (NO_ADAPTATION,)
         for spec in models:
             if spec.kind == "chance":
                 protos = list(EVALUATION_PROTOCOLS) if task.kind in ZERO_SHOT_KINDS else []
@@ -345,18 +424,20 @@ def plan_runs(
                 for fraction in (1.0,) if evaluation else fracs:
                     for method in (NO_UNCERTAINTY,) if evaluation else methods:
                         for rate in ("0",) if evaluation else rates:
-                            keys += [
-                                RunKey(
-                                    task.name,
-                                    spec.name,
-                                    protocol,
-                                    _fraction_text(fraction),
-                                    seed,
-                                    method,
-                                    rate,
-                                )
-                                for seed in seeds
-                            ]
+                            for shift in (NO_ADAPTATION,) if evaluation else shifts:
+                                keys += [
+                                    RunKey(
+                                        task.name,
+                                        spec.name,
+                                        protocol,
+                                        _fraction_text(fraction),
+                                        seed,
+                                        method,
+                                        rate,
+                                        shift,
+                                    )
+                                    for seed in seeds
+                                ]
     return keys
 
 
@@ -366,15 +447,116 @@ def plan_runs(
 
 
 @dataclass
+class _Domains:
+    """The domain data of a task with a split, normalised (one normaliser: fitted on the source
+    training samples, and for a target sensor without registry statistics on the UNLABELLED
+    target images)."""
+
+    protocol: str
+    source_domains: tuple[str, ...]
+    target_domains: tuple[str, ...]
+    tests: dict[str, Dataset[dict[str, Any]]]  # domain -> labelled test samples
+    source_test: Dataset[dict[str, Any]] | None  # the source domains' test samples, pooled
+    unlabelled: Dataset[dict[str, Any]] | None  # target samples without labels (adaptation)
+    target_train: Dataset[dict[str, Any]] | None  # labelled target samples (the oracle)
+    bands: dict[str, tuple[str, tuple[str, ...]]]  # domain -> (sensor, bands)
+    val_source: str
+
+
+@dataclass
 class _Prepared:
     train: NormalisedDataset
-    test: NormalisedDataset
+    test: Dataset[dict[str, Any]]  # with a split: the target domains' test samples, pooled
     normalisation: str
     in_channels: int
     time_steps: int | None
+    domains: _Domains | None = None
 
 
-def _prepare(task: TaskSpec, suite: Suite) -> _Prepared:
+def _check_series(task: TaskSpec, image: torch.Tensor) -> None:
+    if task.kind == "change" and image.ndim != 4:
+        raise UserInputError(
+            f"task {task.name}: change detection needs image series [T, C, H, W]; "
+            f"got {tuple(image.shape)}"
+        )
+
+
+def _fit_more(normaliser: Normaliser, dataset: Dataset[dict[str, Any]], samples: int) -> None:
+    """Statistics for ``dataset``'s sensor from its first images, where none are there yet."""
+    first = dataset[0]
+    sensor, bands = first["sensor"], tuple(first["bands"])
+    if not normaliser.needs_fit(sensor, bands):
+        return
+    images = []
+    for i in range(min(samples, len(dataset))):  # type: ignore[arg-type]
+        image = dataset[i]["image"]
+        images.extend(image.reshape(-1, *image.shape[-3:]))
+    normaliser.fit(sensor, bands, images)
+
+
+def _prepare_domains(task: TaskSpec, suite: Suite, log: Callable[[str], None]) -> _Prepared:
+    if task.domains is None:
+        raise UserInputError(f"task {task.name} has a split but no domain data")
+    splits = task.domains(log)
+    first = splits.train[0]
+    _check_series(task, first["image"])
+    normaliser = fit_normaliser(splits.train, suite.stats_samples)
+    source_mode = Normaliser.mode(first["sensor"], tuple(first["bands"]))
+    if splits.unlabelled is not None and len(splits.unlabelled) > 0:  # type: ignore[arg-type]
+        # a target sensor without registry statistics: estimated on the unlabelled target
+        _fit_more(normaliser, splits.unlabelled, suite.stats_samples)
+    modes, bands = {source_mode}, {}
+    tests: dict[str, Dataset[dict[str, Any]]] = {}
+    for domain, dataset in splits.test.items():
+        sample = dataset[0]
+        bands[domain] = (str(sample["sensor"]), tuple(sample["bands"]))
+        if normaliser.needs_fit(*bands[domain]):
+            raise UserInputError(
+                f"task {task.name}: domain {domain} ({bands[domain][0]}) needs normalisation "
+                "statistics and the split gives no unlabelled target images to estimate them"
+            )
+        modes.add(Normaliser.mode(*bands[domain]))
+        tests[domain] = NormalisedDataset(
+            dataset, normaliser, f"test-{domain}", suite.cache_samples
+        )
+    missing = [d for d in splits.target_domains if d not in tests]
+    if missing:
+        raise UserInputError(f"task {task.name}: target domain {missing[0]} has no test samples")
+    sources = [tests[d] for d in splits.source_domains if d in tests]
+    target_mode = sorted(modes - {source_mode})
+    normalisation = source_mode + "".join(f"/{m}" for m in target_mode)
+
+    def normalised(dataset: Dataset[dict[str, Any]] | None, name: str) -> Any:
+        if dataset is None or len(dataset) == 0:  # type: ignore[arg-type]
+            return None
+        return NormalisedDataset(dataset, normaliser, name, suite.cache_samples)
+
+    image = first["image"]
+    return _Prepared(
+        train=NormalisedDataset(splits.train, normaliser, "train", suite.cache_samples),
+        test=ConcatDataset([tests[d] for d in splits.target_domains]),
+        normalisation=normalisation,
+        in_channels=int(image.shape[-3]),
+        time_steps=int(image.shape[0]) if task.kind == "change" else None,
+        domains=_Domains(
+            protocol=str(splits.protocol),
+            source_domains=tuple(splits.source_domains),
+            target_domains=tuple(splits.target_domains),
+            tests=tests,
+            source_test=ConcatDataset(sources) if sources else None,
+            unlabelled=normalised(splits.unlabelled, "unlabelled"),
+            target_train=normalised(splits.target_train, "target-train"),
+            bands=bands,
+            val_source=str(splits.val_source),
+        ),
+    )
+
+
+def _prepare(
+    task: TaskSpec, suite: Suite, log: Callable[[str], None] = lambda message: None
+) -> _Prepared:
+    if task.split is not None:
+        return _prepare_domains(task, suite, log)
     splits: dict[Split, Dataset[dict[str, Any]]] = {s: task.load(s) for s in ("train", "test")}
     first = splits["train"][0]
     sensor, bands = first["sensor"], tuple(first["bands"])
@@ -447,15 +629,27 @@ def noise_model_of(task: TaskSpec) -> str:
 def train_split(prepared: _Prepared, task: TaskSpec, key: RunKey) -> Dataset[dict[str, Any]]:
     """The training samples of a run: the seeded label fraction of the training split, with
     the run's label noise (:class:`~thinkingearth.uncertainty.noise.NoisyLabels`, seeded by the
-    run's seed) when its rate is above 0. The test split is never made noisy."""
-    indices = label_fraction_indices(len(prepared.train), float(key.fraction), key.seed)
+    run's seed) when its rate is above 0. The test split is never made noisy. An ``oracle`` run
+    trains on the target domains' labelled training samples instead of the source's.
+
+    Raises:
+        UserInputError: An oracle run of a split without labelled target training samples.
+    """
+    base: Dataset[dict[str, Any]] = prepared.train
+    if key.adapt == ORACLE:
+        if prepared.domains is None or prepared.domains.target_train is None:
+            raise UserInputError(
+                f"task {task.name}: the oracle needs labelled target training samples"
+            )
+        base = prepared.domains.target_train
+    indices = label_fraction_indices(len(base), float(key.fraction), key.seed)  # type: ignore[arg-type]
     rate = float(key.noise)
     if rate == 0.0:
-        return Subset(prepared.train, indices)
+        return Subset(base, indices)
     from thinkingearth.uncertainty.noise import LabelNoise, NoisyLabels
 
     noisy = NoisyLabels(
-        prepared.train,
+        base,
         LabelNoise(noise_model_of(task), rate, seed=int(key.seed)),  # type: ignore[arg-type]
         task.kind,  # type: ignore[arg-type]
         task.num_classes,
@@ -486,6 +680,21 @@ def measured_noise(train: Dataset[dict[str, Any]], task: TaskSpec) -> float:
     )
 
 
+def _band_skip(spec: ModelSpec, prepared: _Prepared | None) -> str | None:
+    """Why a fixed-band baseline cannot run a split whose domains have other bands."""
+    if spec.is_encoder or prepared is None or prepared.domains is None:
+        return None
+    sets = dict.fromkeys(prepared.domains.bands.values())
+    if len(sets) < 2:
+        return None
+    (sensor, bands), *others = sets
+    other = "; ".join(f"{s} {', '.join(b)}" for s, b in others)
+    return (
+        f"{spec.name} takes a fixed band set: trained on {sensor} {', '.join(bands)}, the "
+        f"domains also have {other} (the any-sensor encoder takes them)"
+    )
+
+
 def _skip_reason(task: TaskSpec, spec: ModelSpec, protocol: str) -> str | None:
     reason = evaluation_skip_reason(task, spec, protocol)
     if reason is not None or protocol in EVALUATION_PROTOCOLS or spec.kind == "chance":
@@ -507,6 +716,8 @@ def _run_id(key: RunKey) -> str:
     text = f"{key.task}__{key.model}__{key.protocol}__f{key.fraction}__s{key.seed}"
     if key.uncertainty != NO_UNCERTAINTY or key.noise != "0":  # older runs keep their names
         text += f"__u{key.uncertainty}__n{key.noise}"
+    if key.adapt != NO_ADAPTATION:
+        text += f"__a{key.adapt}"
     return re.sub(r"[^0-9A-Za-z_.-]+", "_", text)[-150:]
 
 
@@ -544,6 +755,162 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+# ----------------------------------------------------------------------------------------------
+# Domain shift
+# ----------------------------------------------------------------------------------------------
+
+
+def split_facts(task: TaskSpec) -> dict[str, str]:
+    """The ``split_protocol``, ``source`` and ``target`` columns of a task's rows (empty for a
+    task without a split; domains comma-separated)."""
+    if task.split is None:
+        return {}
+    return {
+        "split_protocol": str(task.split.protocol),
+        "source": ",".join(task.split.source),
+        "target": ",".join(task.split.target),
+    }
+
+
+def adapt_section(suite: Suite, method: str) -> AdaptSection | None:
+    """The :class:`~thinkingearth.tasks.variants.AdaptSection` of a run's ``adapt`` value with
+    the suite's settings (``None`` for ``none`` and ``oracle``: plain training).
+
+    ``generalise`` is method ``none`` with ``Suite.generalise``'s augmentations; the methods
+    take ``Suite.adapt_settings`` (weight, threshold, steps, lr).
+
+    Raises:
+        UserInputError: For a bad setting (one line naming it).
+    """
+    from thinkingearth.tasks.variants import AdaptSection
+
+    if method in (NO_ADAPTATION, ORACLE):
+        return None
+    if method == GENERALISE:
+        return AdaptSection(method="none", **dict(suite.generalise))  # type: ignore[arg-type]
+    return AdaptSection(method=method, **dict(suite.adapt_settings))  # type: ignore[arg-type]
+
+
+def _adaptation(section: AdaptSection | None) -> Any:
+    """The installed :class:`~thinkingearth.tasks.variants.Adaptation` of a section (``None``:
+    plain training)."""
+    if section is None:
+        return None
+    from thinkingearth.tasks.variants import get_adaptation
+
+    return get_adaptation(section.method)
+
+
+def _wraps(adaptation: Any, section: AdaptSection) -> bool:
+    """True when training goes through the adaptation's wrapper (a during-training method, or
+    augmentation of the source batches)."""
+    return bool(adaptation.during_training) or section.augments
+
+
+def _unlabelled(prepared: _Prepared, task: TaskSpec) -> Dataset[dict[str, Any]]:
+    if prepared.domains is None or prepared.domains.unlabelled is None:
+        raise UserInputError(
+            f"task {task.name}: adaptation needs unlabelled target data; the split gives none"
+        )
+    return prepared.domains.unlabelled
+
+
+def _paired_loader(
+    source: Dataset[dict[str, Any]],
+    target: Dataset[dict[str, Any]],
+    suite: Suite,
+    seed: int,
+) -> tuple[DataLoader[Any], int]:
+    """``{"source": batch, "target": batch}`` batches for ``max_steps`` steps
+    (:class:`thinkingearth.adapt.data.SourceTargetPairs`, seeded by the run's seed)."""
+    from thinkingearth.adapt.data import SourceTargetPairs, collate_pairs
+
+    pairs = SourceTargetPairs(source, target, seed=int(seed))
+    n = len(source)  # type: ignore[arg-type]
+    batch = max(2, min(suite.batch_size, n))
+    generator = torch.Generator().manual_seed(int(seed))
+    sampler = RandomSampler(pairs, num_samples=suite.max_steps * batch, generator=generator)  # type: ignore[arg-type]
+    loader = DataLoader(
+        pairs,
+        batch_size=batch,
+        sampler=sampler,
+        drop_last=True,
+        collate_fn=collate_pairs,
+        num_workers=suite.num_workers,
+        persistent_workers=False,
+    )
+    return loader, batch
+
+
+def _adapt_loader(target: Dataset[dict[str, Any]], suite: Suite, seed: int) -> DataLoader[Any]:
+    """The unlabelled target batches a post-hoc method (AdaBN, TENT) adapts on, shuffled with
+    the run's seed."""
+    generator = torch.Generator().manual_seed(int(seed))
+    n = len(target)  # type: ignore[arg-type]
+    return DataLoader(
+        target,
+        batch_size=max(2, min(suite.batch_size, n)),
+        shuffle=True,
+        generator=generator,
+        drop_last=n > suite.batch_size,
+        collate_fn=collate,
+        num_workers=suite.num_workers,
+    )
+
+
+def _domain_scores(
+    trainer: Any, module: TaskModule, prepared: _Prepared, task: TaskSpec, suite: Suite
+) -> dict[str, Any]:
+    """Per-domain columns of a run of a task with a split: ``<primary>@<domain>`` for every
+    domain, ``worst_domain`` (the primary metric on the worst TARGET domain) with
+    ``worst_domain_name``, and ``source_primary`` (the source domains' test samples, pooled)."""
+    domains = prepared.domains
+    if domains is None:
+        return {}
+    facts: dict[str, Any] = {}
+    per: dict[str, float] = {}
+    for domain, dataset in domains.tests.items():
+        trainer.test(module, dataloaders=_test_loader(dataset, suite), verbose=False)
+        per[domain] = float(module.test_results.get(task.primary, math.nan))
+        facts[f"{task.primary}@{domain}"] = per[domain]
+    scored = [(per[d], d) for d in domains.target_domains if math.isfinite(per.get(d, math.nan))]
+    if scored:
+        value, name = min(scored) if task.higher_is_better else max(scored)
+        facts.update(worst_domain=value, worst_domain_name=name)
+    if domains.source_test is not None:
+        trainer.test(module, dataloaders=_test_loader(domains.source_test, suite), verbose=False)
+        facts["source_primary"] = float(module.test_results.get(task.primary, math.nan))
+    return facts
+
+
+def fill_oracle_gaps(rows: Sequence[dict[str, Any]], tasks: Mapping[str, TaskSpec]) -> None:
+    """Set ``oracle_gap`` of every finished run of a task with a split whose oracle run (same
+    task, model, protocol, fraction, seed, head and noise; ``adapt`` = ``oracle``) finished:
+    oracle − run for higher-is-better metrics, run − oracle otherwise (positive: below the
+    oracle). Rows without their oracle get an empty cell."""
+    oracles: dict[RunKey, float] = {}
+    for r in rows:
+        if str(r.get("adapt") or NO_ADAPTATION) == ORACLE and r.get("status") == "ok":
+            oracles[_row_key(r)] = _number(r.get("primary"))
+    for r in rows:
+        task = tasks.get(str(r.get("task")))
+        if task is None or task.split is None or r.get("status") != "ok":
+            continue
+        oracle = oracles.get(_row_key(r)._replace(adapt=ORACLE), math.nan)
+        value = _number(r.get("primary"))
+        if not (math.isfinite(oracle) and math.isfinite(value)):
+            r["oracle_gap"] = None
+            continue
+        r["oracle_gap"] = oracle - value if task.higher_is_better else value - oracle
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def _run_one(
     key: RunKey,
     task: TaskSpec,
@@ -568,9 +935,11 @@ def _run_one(
         "seed": key.seed,
         "uncertainty": key.uncertainty,
         "noise": key.noise,
+        "adapt": key.adapt,
         "primary_metric": task.primary,
+        **split_facts(task),
     }
-    reason = _skip_reason(task, spec, key.protocol)
+    reason = _skip_reason(task, spec, key.protocol) or _band_skip(spec, prepared)
     if reason is not None:
         return {**row, "status": "skipped", "reason": reason}
     device = _device(accelerator)
@@ -605,7 +974,25 @@ def _run_one(
                 raise
             # e.g. a head method on a complete dense model (the U-Net has no separate head)
             return {**row, "status": "skipped", "reason": str(error)}
-        loader, batch = _train_loader(train, suite, key.seed)
+        section = adapt_section(suite, key.adapt)
+        adaptation = _adaptation(section)
+        fit_module: L.LightningModule = module
+        # the wrapper also refuses, before training, a post-hoc method the model cannot take
+        try:
+            wrapped = adaptation.wrap(module, section) if section is not None else None
+        except UserInputError as error:  # e.g. TENT on a model without normalisation layers
+            return {**row, "status": "skipped", "reason": str(error)}
+        if section is not None and wrapped is not None and _wraps(adaptation, section):
+            # during-training methods and augmentation: source batches (+ unlabelled target);
+            # post-hoc methods train plainly, as source-only training of the same seed does
+            fit_module = wrapped
+            if section.needs_target:
+                target = _unlabelled(prepared, task)
+                loader, batch = _paired_loader(train, target, suite, key.seed)
+            else:  # augmentation only: plain source batches
+                loader, batch = _train_loader(train, suite, key.seed)
+        else:
+            loader, batch = _train_loader(train, suite, key.seed)
         test_loader = _test_loader(prepared.test, suite)
         progress, bar = progress_callbacks(log, f"[bench] {_run_id(key)}")
         trainer = L.Trainer(
@@ -627,9 +1014,15 @@ def _run_one(
             start = time.perf_counter()
             hint = "results.csv keeps the finished runs; run the same command to do the rest"
             with stop_on_sigterm(trainer, f"{_run_id(key)} was not recorded; {hint}"):
-                trainer.fit(module, train_dataloaders=loader)
+                trainer.fit(fit_module, train_dataloaders=loader)
+            if section is not None and section.needs_target and not adaptation.during_training:
+                # post-hoc methods (adabn, tent): the trained model meets the unlabelled target
+                target_loader = _adapt_loader(_unlabelled(prepared, task), suite, key.seed)
+                module = adaptation.after_training(module, section, target_loader)
             train_seconds = time.perf_counter() - start
             trainer.test(module, dataloaders=test_loader, verbose=False)
+            metrics = dict(module.test_results)
+            domain_facts = _domain_scores(trainer, module, prepared, task, suite)
             module.to(device)
             scored = _score_uncertainty(module, test_loader, task, suite, device, key, out, log)
             if isinstance(net, FeatureCache):
@@ -638,7 +1031,6 @@ def _run_one(
             module.to(device)
             ips = inference_throughput(module, test_loader, device)
         params, trainable = count_parameters(module)
-        metrics = dict(module.test_results)
         row.update(
             status="ok",
             reason=scored.pop("reason", ""),
@@ -656,6 +1048,7 @@ def _run_one(
             device=str(device),
         )
         row.update(metrics)
+        row.update(domain_facts)
         row.update(noise_facts)
         row.update(scored)
         return row
@@ -763,6 +1156,7 @@ def run_bench(
     fractions: Sequence[float] | None = None,
     uncertainty: str | Sequence[str] | None = None,
     noise: Sequence[float] | None = None,
+    adapt: str | Sequence[str] | None = None,
     max_steps: int | None = None,
     accelerator: Accelerator = "cpu",
     threads: int | None = None,
@@ -785,6 +1179,9 @@ def run_bench(
             ``heteroscedastic``, ``mc_dropout``, ``ensemble``; default: the suite's).
         noise: Label-noise rates in ``[0, 1)`` applied to the training split (default: the
             suite's).
+        adapt: Domain-adaptation methods of the tasks with a split, comma-separated or a list
+            (``none``: source only, ``dann``, ``deep_coral``, ``mmd``, ``adabn``,
+            ``self_training``, ``tent``, ``oracle``, ``generalise``; default: the suite's).
         max_steps: Training steps per run (default: the suite's).
         accelerator: ``cpu``, ``gpu`` or ``auto``.
         threads: PyTorch intra-op CPU threads during the benchmark (default: the suite's
@@ -800,11 +1197,13 @@ def run_bench(
 
     Raises:
         UserInputError: For unknown names, a missing data root, an ``OUT`` holding another
-            suite's results, an unknown uncertainty method, a noise rate outside ``[0, 1)``, or
-            data a non-optional task cannot read.
+            suite's results, an unknown uncertainty or adaptation method, a noise rate outside
+            ``[0, 1)``, or data a non-optional task cannot read.
     """
     if isinstance(uncertainty, str):
         uncertainty = [m for m in uncertainty.split(",") if m.strip()]
+    if isinstance(adapt, str):
+        adapt = [m for m in adapt.split(",") if m.strip()]
     if threads is not None and threads < 1:
         raise UserInputError(f"--threads must be a positive number; got {threads}")
     spec = get_suite(suite, data_root) if isinstance(suite, str) else suite
@@ -822,6 +1221,7 @@ def run_bench(
             fractions=fractions,
             uncertainty=uncertainty,
             noise=noise,
+            adapt=adapt,
             max_steps=max_steps,
             accelerator=accelerator,
             command=command,
@@ -843,6 +1243,7 @@ def _run_bench(
     fractions: Sequence[float] | None,
     uncertainty: Sequence[str] | None,
     noise: Sequence[float] | None,
+    adapt: Sequence[str] | None,
     max_steps: int | None,
     accelerator: Accelerator,
     command: str | None,
@@ -864,10 +1265,12 @@ def _run_bench(
         spec = replace(spec, max_steps=int(max_steps))
     specs = resolve_models(models if models else list(spec.models))
     seed_values = _seed_list(seeds)
-    keys = plan_runs(spec, specs, seed_values, protocols, fractions, uncertainty, noise)
+    keys = plan_runs(spec, specs, seed_values, protocols, fractions, uncertainty, noise, adapt)
     for method in sorted({k.uncertainty for k in keys} - {NO_UNCERTAINTY}):
         get_uncertainty_builder(method)  # an uninstalled method stops here, before any run
         uncertainty_head(spec, method)  # and so do bad Suite.head settings
+    for method in sorted({k.adapt for k in keys}):
+        _adaptation(adapt_section(spec, method))  # bad settings, uninstalled methods: here
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserInputError(f"--out {out} is a file; expected a folder")
@@ -885,6 +1288,13 @@ def _run_bench(
     for r in rows:  # rows written before these columns existed: deterministic, clean labels
         r["uncertainty"] = r.get("uncertainty") or NO_UNCERTAINTY
         r["noise"] = r.get("noise") or "0"
+        r["adapt"] = r.get("adapt") or NO_ADAPTATION
+    by_task = {t.name: t for t in spec.tasks}
+
+    def save() -> None:
+        fill_oracle_gaps(rows, by_task)  # an oracle run fills the gaps of its task and seed
+        write_results(results, rows)
+
     done = {_row_key(r) for r in rows}
     pending = [k for k in keys if k not in done]
     by_name = {s.name: s for s in specs}
@@ -911,7 +1321,7 @@ def _run_bench(
             )
             log(f"[bench] {task.name}: reading data …")
             try:
-                prepared = _prepare(task, spec) if trains else None
+                prepared = _prepare(task, spec, log) if trains else None
                 if not trains:
                     task.load("test")  # a missing data folder shows here, as for training
             except UserInputError as error:  # DataLayoutError, a missing optional package, …
@@ -920,7 +1330,7 @@ def _run_bench(
                 for key in todo:
                     rows.append(_skipped_for_data(spec, task, key, str(error)))
                     ran += 1
-                write_results(results, rows)
+                save()
                 log(f"[bench] {task.name}: skipped ({error})")
                 continue
             for key in todo:
@@ -928,7 +1338,7 @@ def _run_bench(
                 row = _run_one(key, task, prepared, by_name[key.model], spec, accelerator, out, log)
                 rows.append(row)
                 ran += 1
-                write_results(results, rows)
+                save()
                 stopping.check()  # a SIGTERM that a finaliser swallowed during the run
                 if row["status"] == "failed":
                     failed.append(row)
@@ -941,7 +1351,7 @@ def _run_bench(
                     f" {key.uncertainty} noise={key.noise}"
                     if (key.uncertainty, key.noise) != (NO_UNCERTAINTY, "0")
                     else ""
-                )
+                ) + (f" adapt={key.adapt}" if task.split is not None else "")
                 log(
                     f"[bench] {ran}/{len(pending)} {task.name} {key.model} {key.protocol} "
                     f"f={key.fraction}{variant} seed={key.seed}: {row['status']} ({shown}) "
@@ -949,6 +1359,8 @@ def _run_bench(
                 )
     if not existing and not rows:
         write_results(results, rows)
+    elif existing and not ran:
+        save()  # gaps of rows written before their oracle existed
     seconds = time.perf_counter() - began
     if report:
         from thinkingearth.bench.report import write_report
@@ -969,6 +1381,7 @@ def _skipped_for_data(suite: Suite, task: TaskSpec, key: RunKey, reason: str) ->
     return {
         "suite": suite.name,
         **key._asdict(),
+        **split_facts(task),
         "kind": task.kind,
         "status": "skipped",
         "reason": f"data not available: {reason}",
