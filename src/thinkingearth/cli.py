@@ -386,7 +386,9 @@ def finetune(
         typer.Option(
             "--config",
             help="A shipped config (synthetic-flood, synthetic-landcover, kurosiwo-flood, "
-            "sen1floods11-water, bigearthnet-landcover, eurosat-ms) or a YAML file.",
+            "sen1floods11-water, bigearthnet-landcover, eurosat-ms; domain shift: "
+            "synthetic-landcover-biomes, synthetic-cross-sensor, kurosiwo-leave-events-out, "
+            "bigearthnet-leave-countries-out) or a YAML file.",
         ),
     ],
     out: Annotated[
@@ -447,6 +449,22 @@ def finetune(
             "--devices", help="Devices (processes); >1 trains with DDP (default: the config's)."
         ),
     ] = None,
+    adapt: Annotated[
+        str | None,
+        typer.Option(
+            "--adapt",
+            help="Domain adaptation: none, dann, deep_coral, mmd, adabn, self_training or tent; "
+            "needs a split protocol (--set split.protocol=...; default: the config's).",
+        ),
+    ] = None,
+    oracle: Annotated[
+        bool,
+        typer.Option(
+            "--oracle",
+            help="With a split protocol: also train on the target domains' labels and report "
+            "the gap to that oracle in metrics.json.",
+        ),
+    ] = False,
     sets: Sets = None,
     print_config: PrintConfig = False,
     as_json: Json = False,
@@ -466,6 +484,8 @@ def finetune(
         seed=seed,
         accelerator=accelerator,
         devices=devices,
+        adapt=adapt,
+        oracle=True if oracle else None,
     )
     changes = dotted_overrides(sets)  # --set first; the named flags above win over it
     base = load_finetune_config(config, changes) if changes else config

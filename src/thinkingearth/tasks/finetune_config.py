@@ -4,13 +4,19 @@ A configuration names the data (a reader of :mod:`thinkingearth.data.readers`, i
 options and splits), the task (kind, classes, ignore index), the model (an encoder by registry
 name, published weights name or checkpoint path; or a supervised baseline), the protocol, the
 label fraction, the optimiser and the schedule, and how the model estimates its uncertainty
-(``head:``, :class:`~thinkingearth.tasks.variants.UncertaintyHead`). Unknown keys at any
+(``head:``, :class:`~thinkingearth.tasks.variants.UncertaintyHead`), and, for domain shift, how
+the data is split into source and target domains (``split:``,
+:class:`~thinkingearth.data.domains.SplitSpec`) and which adaptation method uses the
+unlabelled target data (``adapt:``, :class:`~thinkingearth.tasks.variants.AdaptSection`; the
+methods come from :mod:`thinkingearth.adapt` through entry points). Unknown keys at any
 depth, wrong types and out-of-range values are one-line errors before any data is read
 (:mod:`thinkingearth.configfile`); ``base: NAME_OR_FILE`` starts from another configuration.
 
 Shipped configurations (:func:`list_finetune_configs`): ``synthetic-flood``,
 ``synthetic-landcover`` (no data needed, minutes on a CPU), ``kurosiwo-flood``,
-``sen1floods11-water``, ``bigearthnet-landcover``, ``eurosat-ms``.
+``sen1floods11-water``, ``bigearthnet-landcover``, ``eurosat-ms``; with split protocols:
+``synthetic-landcover-biomes`` (leave-regions-out), ``synthetic-cross-sensor`` (Sentinel-2 L2A to
+Landsat 8/9), ``kurosiwo-leave-events-out``, ``bigearthnet-leave-countries-out``.
 
 Example::
 
@@ -32,11 +38,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from thinkingearth.configfile import build, merge, plain, read_config, shipped_configs
+from thinkingearth.data.domains import SplitSpec
 from thinkingearth.data.readers import LABELLED_READERS, ReaderName, reader_options
 from thinkingearth.errors import UserInputError
 from thinkingearth.models.baselines import BASELINES, TaskKind
 from thinkingearth.tasks.protocols import Protocol
-from thinkingearth.tasks.variants import UncertaintyHead, get_uncertainty_builder
+from thinkingearth.tasks.variants import (
+    AdaptSection,
+    UncertaintyHead,
+    get_adaptation,
+    get_uncertainty_builder,
+)
 
 __all__ = [
     "DataSection",
@@ -229,6 +241,10 @@ class FinetuneConfig:
         trainer: Schedule and devices.
         head: How the model estimates its uncertainty (``uncertainty: none`` by default; the
             other methods come from :mod:`thinkingearth.uncertainty`).
+        split: Source and target domains (``protocol: none`` by default: the reader's own
+            splits, as without the section).
+        adapt: Domain adaptation or generalisation (``method: none`` by default); a method other
+            than ``none`` needs the unlabelled target data of a split protocol.
     """
 
     name: str = "custom"
@@ -241,6 +257,8 @@ class FinetuneConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     trainer: TrainerSection = field(default_factory=TrainerSection)
     head: UncertaintyHead = field(default_factory=UncertaintyHead)
+    split: SplitSpec = field(default_factory=SplitSpec)
+    adapt: AdaptSection = field(default_factory=AdaptSection)
 
     @property
     def lr(self) -> float:
@@ -335,6 +353,14 @@ class FinetuneConfig:
             _positive("trainer.threads", tr.threads)
         if not self.head.plain:  # a method that is not installed fails before any data is read
             get_uncertainty_builder(self.head.uncertainty)
+        self.split.validate()
+        if self.adapt.needs_target and self.split.protocol == "none":
+            raise UserInputError(
+                f"adaptation needs unlabelled target data: set split.protocol (adapt.method "
+                f"{self.adapt.method} with split.protocol none)"
+            )
+        if not self.adapt.plain:  # not installed: one line naming the installed methods
+            get_adaptation(self.adapt.method)
         return self
 
 

@@ -7,6 +7,10 @@
 * ``confusion_matrix.png`` and its table: test pixels (or scenes) per true and predicted class,
   the ignore index left out, rows normalised in the figure. Multi-label tasks get one
   true-positive / false-positive / false-negative row per label instead, and regression none.
+
+With a split protocol (``split:``), the metrics of each test domain are summarised by
+:func:`domain_summary` (the mean and the worst target domain, per metric) and
+:func:`oracle_gap`, and the report gains a domain table (:func:`domain_section`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,158 @@ from thinkingearth.fileio import atomic_file
 from thinkingearth.tasks.finetune_config import FinetuneConfig, TaskSection
 from thinkingearth.tasks.protocols import TaskModule
 
-__all__ = ["confusion_matrix", "write_report"]
+__all__ = [
+    "LOWER_IS_BETTER",
+    "confusion_matrix",
+    "domain_section",
+    "domain_summary",
+    "higher_is_better",
+    "mean_domain",
+    "oracle_gap",
+    "worst_domain",
+    "worst_domain_names",
+    "write_report",
+]
+
+#: Metrics (before any ``/class`` suffix) for which a lower value is better.
+LOWER_IS_BETTER: frozenset[str] = frozenset({"rmse", "mae", "mse", "loss", "ece", "nll", "brier"})
+
+
+def higher_is_better(metric: str) -> bool:
+    """True unless ``metric`` (``rmse``, ``iou/water``, ...) is an error, a loss or a calibration
+    error (:data:`LOWER_IS_BETTER`)."""
+    return metric.split("/", 1)[0] not in LOWER_IS_BETTER
+
+
+def _target_values(
+    per_domain: Mapping[str, Mapping[str, float]], targets: Sequence[str]
+) -> dict[str, list[float]]:
+    """Finite values of every metric over the target domains (metric order of the first)."""
+    missing = [t for t in targets if t not in per_domain]
+    if missing:
+        raise KeyError(f"no metrics for target domain(s) {missing}")
+    values: dict[str, list[float]] = {}
+    for domain in targets:
+        for metric, value in per_domain[domain].items():
+            column = values.setdefault(metric, [])
+            if value is not None and math.isfinite(float(value)):
+                column.append(float(value))
+    return values
+
+
+def worst_domain(
+    per_domain: Mapping[str, Mapping[str, float]], targets: Sequence[str]
+) -> dict[str, float]:
+    """The worst target domain's value of each metric: the minimum where higher is better, the
+    maximum for errors and losses. Undefined (NaN) values are left out; a metric undefined on
+    every target domain is NaN.
+
+    Args:
+        per_domain: ``{domain: {metric: value}}`` (source domains may be in it too).
+        targets: The target domains (the only ones compared).
+    """
+    return {
+        metric: (
+            math.nan if not column else (min(column) if higher_is_better(metric) else max(column))
+        )
+        for metric, column in _target_values(per_domain, targets).items()
+    }
+
+
+def mean_domain(
+    per_domain: Mapping[str, Mapping[str, float]], targets: Sequence[str]
+) -> dict[str, float]:
+    """The mean over the target domains of each metric (each domain counts once, whatever its
+    size; undefined values left out, NaN if undefined everywhere)."""
+    return {
+        metric: math.fsum(column) / len(column) if column else math.nan
+        for metric, column in _target_values(per_domain, targets).items()
+    }
+
+
+def worst_domain_names(
+    per_domain: Mapping[str, Mapping[str, float]], targets: Sequence[str], metric: str
+) -> list[str]:
+    """The target domain(s) holding the worst value of ``metric`` (ties: all of them)."""
+    worst = worst_domain(per_domain, targets).get(metric, math.nan)
+    if not math.isfinite(worst):
+        return []
+    return [t for t in targets if per_domain[t].get(metric) == worst]
+
+
+def oracle_gap(oracle: Mapping[str, float], method: Mapping[str, float]) -> dict[str, float]:
+    """How far a method stays below the oracle trained on target labels, per metric both have:
+    ``oracle - method`` where higher is better, ``method - oracle`` for errors and losses, so a
+    positive gap always means the method is worse than the oracle."""
+    gap: dict[str, float] = {}
+    for metric, value in method.items():
+        if metric not in oracle or oracle[metric] is None or value is None:
+            continue
+        difference = float(oracle[metric]) - float(value)
+        gap[metric] = difference if higher_is_better(metric) else -difference
+    return gap
+
+
+def domain_summary(
+    per_domain: Mapping[str, Mapping[str, float]], targets: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """``{"worst_domain": ..., "mean_domain": ...}`` over the target domains."""
+    return {
+        "worst_domain": worst_domain(per_domain, targets),
+        "mean_domain": mean_domain(per_domain, targets),
+    }
+
+
+def domain_section(
+    per_domain: Mapping[str, Mapping[str, float]],
+    targets: Sequence[str],
+    sources: Sequence[str],
+    metric: str,
+    *,
+    protocol: str,
+    method: str,
+    notes: Sequence[str] = (),
+    oracle: Mapping[str, float] | None = None,
+) -> str:
+    """The report's domain section (markdown): the split, the method, how the model was
+    selected, and a table of ``metric`` per domain with the worst target domain marked.
+
+    Args:
+        per_domain: ``{domain: {metric: value}}`` of every test domain.
+        targets: Target domains (table rows first).
+        sources: Source domains (their own test samples).
+        metric: The primary metric.
+        protocol: The split protocol.
+        method: The adaptation method (``none``: source-only training).
+        notes: Extra lines (normalisation of the target sensor, ...).
+        oracle: The oracle's pooled target metrics, if one was trained.
+    """
+    worst = set(worst_domain_names(per_domain, targets, metric))
+    summary = domain_summary(per_domain, targets)
+    arrow = "higher is better" if higher_is_better(metric) else "lower is better"
+    lines = [
+        "## Domains",
+        "",
+        f"- split protocol: {protocol}; source: {', '.join(sources)}; target: {', '.join(targets)}",
+        f"- adaptation: {method}" + (" (source-only training)" if method == "none" else ""),
+        "- model selected on source validation (no target labels)",
+        *[f"- {note}" for note in notes],
+        "",
+        f"| domain | role | {metric} ({arrow}) |",
+        "|---|---|---|",
+    ]
+    for domain in [*targets, *(s for s in sources if s not in targets)]:
+        role = "target" if domain in targets else "source"
+        value = _num(per_domain.get(domain, {}).get(metric))
+        mark = " **(worst)**" if domain in worst else ""
+        lines.append(f"| {domain}{mark} | {role} | {value} |")
+    lines += [
+        f"| mean of targets | | {_num(summary['mean_domain'].get(metric))} |",
+        f"| worst target | | {_num(summary['worst_domain'].get(metric))} |",
+    ]
+    if oracle is not None:
+        lines.append(f"| oracle (target labels) | | {_num(oracle.get(metric))} |")
+    return "\n".join(lines) + "\n"
 
 
 def confusion_matrix(
@@ -174,10 +329,12 @@ def write_report(
     confusion: torch.Tensor | None,
     log_csv: Path,
     sections: Sequence[str] = (),
+    domains: str | None = None,
 ) -> Path:
     """Write ``OUT/report.md`` (and its figures) for a finished run; returns its path.
 
-    ``sections`` (markdown, e.g. from the test evaluations) are appended in order.
+    ``sections`` (markdown, e.g. from the test evaluations) are appended in order; ``domains``
+    (:func:`domain_section`, a split protocol's runs) follows the test metrics.
     """
     metrics: Mapping[str, float] = record["metrics"]
     primary = str(record["primary_metric"])
@@ -207,13 +364,16 @@ def write_report(
         "",
         "## Test metrics",
         "",
-        f"Primary metric **{primary} = {_num(metrics.get(primary))}** on the test split.",
+        f"Primary metric **{primary} = {_num(metrics.get(primary))}** on "
+        f"{record.get('test_split', 'the test split')}.",
         "",
         "| metric | value |",
         "|---|---|",
         *[f"| {k} | {_num(v)} |" for k, v in metrics.items() if "/" not in k],
         "",
     ]
+    if domains is not None:
+        lines += [domains.rstrip(), ""]
     table = _per_class(metrics, classes)
     if table:
         lines += ["## Per class", "", *table, ""]

@@ -13,6 +13,24 @@ model: its metrics join ``metrics.json``, its section ``report.md``. An evaluati
 reported in ``report.md`` and the log (and under ``run.evaluation_errors`` in ``metrics.json``);
 the saved model and the other results stay.
 
+With a split protocol (``split:``, :class:`~thinkingearth.data.domains.SplitSpec`) the data
+comes from :func:`~thinkingearth.data.domains.open_domain_splits`: the model trains on the
+source domains and is selected on SOURCE validation (no target label is seen); the normaliser
+is fitted on the source training data, and a target sensor without published statistics gets
+statistics estimated from the UNLABELLED target images. An adaptation method (``adapt:``,
+:class:`~thinkingearth.tasks.variants.AdaptSection`; found by name through
+:func:`~thinkingearth.tasks.variants.get_adaptation`, implemented in :mod:`thinkingearth.adapt`)
+wraps the task module for training: each step gets ``{"source": batch, "target": batch}``, the
+target batch drawn from the unlabelled target samples by ``(seed, step)`` as the source batch
+is, so ``--resume`` stays exact; the best weights are those of the wrapped task module.
+Post-hoc methods (AdaBN, TENT) then adapt the selected weights on the unlabelled target. The
+model is scored on every test domain: ``metrics.json`` holds the pooled target test metrics at
+the top level (bench's keys) and ``per_domain``, ``worst_domain``, ``mean_domain`` (over the
+target domains), ``source`` (the source domains' own test samples pooled), ``split`` and
+``adapt``; with ``split.oracle`` (``--oracle``) the same configuration is also trained on the
+target domains' labelled training samples (``OUT/oracle``) and ``oracle`` and ``oracle_gap``
+(positive = below the oracle) are added. Without a protocol, nothing of this changes a run.
+
 Output folder ``OUT``::
 
     OUT/model.safetensors, OUT/model.json   the task checkpoint (tasks.checkpoint.save_task):
@@ -40,6 +58,7 @@ new run's data and model are checked).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -47,13 +66,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, Subset
 
-from thinkingearth.configfile import merge
+from thinkingearth.configfile import merge, plain
+from thinkingearth.data.domains import SplitSpec
 from thinkingearth.data.readers import open_split
 from thinkingearth.data.sample import collate
 from thinkingearth.errors import UserInputError
@@ -66,7 +86,18 @@ from thinkingearth.tasks.training import (
     fit_normaliser,
     target_stats_of,
 )
-from thinkingearth.tasks.variants import TestEvaluation, UncertaintyHead, test_evaluations
+from thinkingearth.tasks.variants import (
+    Adaptation,
+    AdaptSection,
+    TestEvaluation,
+    UncertaintyHead,
+    get_adaptation,
+    test_evaluations,
+)
+
+if TYPE_CHECKING:
+    from thinkingearth.data.domains import DomainSplits
+    from thinkingearth.data.transforms import Normaliser
 
 __all__ = ["FinetuneResult", "StepBatchSampler", "finetune", "resolve_config"]
 
@@ -87,6 +118,7 @@ RESUMABLE_CHANGES: frozenset[str] = frozenset(
         "data.num_workers",
         "data.eval_batch_size",
         "data.root",
+        "split.oracle",  # the oracle trains after the run, from its start
     }
 )
 _SCENE_TASKS = ("flood", "water", "landcover")
@@ -104,6 +136,8 @@ RUN_OUTPUTS: tuple[str, ...] = (
     # Figures of the uncertainty test evaluation (thinkingearth.uncertainty.evaluation).
     "reliability.png",
     "discard.png",
+    # The oracle of a split protocol (split.oracle): trained on target labels.
+    "oracle",
 )
 
 
@@ -412,15 +446,350 @@ def _best_callback(best: _BestWeights, log: Callable[[str], None]) -> Any:
         def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
             if trainer.sanity_checking or not trainer.is_global_zero:
                 return
-            value = pl_module.val_results.get(best.metric, math.nan)
+            # An adaptation's module validates and saves the task module it wraps.
+            task = pl_module if isinstance(pl_module, TaskModule) else pl_module.task
+            value = task.val_results.get(best.metric, math.nan)
             step = int(trainer.global_step)
-            kept = best.offer(pl_module, float(value), step)
+            kept = best.offer(task, float(value), step)
             log(
                 f"[finetune] step {step}: validation {best.metric} {float(value):.4f}"
                 + (" (best so far, kept)" if kept else f" (best {best.value:.4f} at {best.step})")
             )
 
     return KeepBest()
+
+
+# ----------------------------------------------------------------------------------------------
+# Domains: source and target data, adaptation, the oracle
+# ----------------------------------------------------------------------------------------------
+
+
+def _open_domains(config: FinetuneConfig, say: Callable[[str], None]) -> DomainSplits:
+    """The source and target data of the split protocol (one-line errors for empty domains)."""
+    from thinkingearth.data.domains import open_domain_splits
+
+    d, spec = config.data, config.split
+    domains = open_domain_splits(
+        d.reader, d.root, d.options, d.splits, spec, val_fraction=d.val_fraction, log=say
+    )
+    where = f"split protocol {domains.protocol}"
+    if _size(domains.train) == 0:
+        raise UserInputError(
+            f"source domain(s) {', '.join(domains.source_domains)} of {where} have no training "
+            "samples"
+        )
+    for name in domains.target_domains:
+        if name not in domains.test or _size(domains.test[name]) == 0:
+            raise UserInputError(f"target domain {name} of {where} has no test samples")
+    if config.adapt.needs_target and (domains.unlabelled is None or _size(domains.unlabelled) == 0):
+        raise UserInputError(
+            f"adaptation {config.adapt.method} needs unlabelled target data; target domain(s) "
+            f"{', '.join(domains.target_domains)} of {where} give none (split.unlabelled_fraction "
+            f"{spec.unlabelled_fraction})"
+        )
+    if spec.oracle and (domains.target_train is None or _size(domains.target_train) < 2):
+        raise UserInputError(
+            f"split.oracle trains on labelled target samples; target domain(s) "
+            f"{', '.join(domains.target_domains)} of {where} have fewer than 2 beside the test set"
+        )
+    return domains
+
+
+def _domain_splits(domains: DomainSplits) -> _Splits:
+    """Source train and validation; the target domains' test samples pooled."""
+    targets = [domains.test[name] for name in domains.target_domains]
+    test = targets[0] if len(targets) == 1 else ConcatDataset(targets)
+    return _Splits(domains.train, domains.val, test, domains.val_source)
+
+
+def _check_target_bands(
+    config: FinetuneConfig, domains: DomainSplits, sensor: str, bands: tuple[str, ...]
+) -> None:
+    """A fixed-band baseline reads the source's bands only: a target with others is refused."""
+    baseline = config.model.baseline
+    if baseline is None:  # the any-sensor encoder reads any registry bands
+        return
+    for name in domains.target_domains:
+        sample = domains.test[name][0]
+        target_sensor, target_bands = str(sample["sensor"]), tuple(sample["bands"])
+        if target_bands != bands:
+            missing = [b for b in bands if b not in target_bands]
+            raise UserInputError(
+                f"model.baseline {baseline} reads the fixed bands {', '.join(bands)} of {sensor}; "
+                f"target domain {name} ({target_sensor}) has {', '.join(target_bands)}"
+                + (f" (missing {', '.join(missing)})" if missing else "")
+                + "; use the any-sensor encoder (model.encoder) across sensors"
+            )
+
+
+def _fit_target_normalisation(
+    normaliser: Normaliser, domains: DomainSplits, samples: int
+) -> list[str]:
+    """Statistics of a target sensor the registry has none for, from UNLABELLED target images.
+
+    Returns:
+        One line per estimated sensor, for the log and the report.
+    """
+    notes: list[str] = []
+    for name in domains.target_domains:
+        first = domains.test[name][0]
+        sensor, bands = str(first["sensor"]), tuple(first["bands"])
+        if not normaliser.needs_fit(sensor, bands):
+            continue
+        pool = domains.unlabelled
+        images: list[torch.Tensor] = []
+        for i in range(min(_size(pool), 4 * samples) if pool is not None else 0):
+            sample = pool[i]  # type: ignore[index]
+            if str(sample["sensor"]) == sensor and tuple(sample["bands"]) == bands:
+                images.extend(sample["image"].reshape(-1, *sample["image"].shape[-3:]))
+                if len(images) >= samples:
+                    break
+        if not images:
+            raise UserInputError(
+                f"target sensor {sensor} has no published normalisation statistics and the "
+                f"target domains give no unlabelled {sensor} images to estimate them from"
+            )
+        normaliser.fit(sensor, bands, images)
+        notes.append(
+            f"normalisation of target sensor {sensor}: estimated from {len(images)} unlabelled "
+            "target images (the sensor registry publishes no statistics for it)"
+        )
+    return notes
+
+
+def _wrap(adaptation: Adaptation | None, module: TaskModule, config: FinetuneConfig) -> Any:
+    """The LightningModule that trains ``module`` with adaptation and/or augmentation."""
+    if adaptation is None:  # method none with augmentation (domain generalisation)
+        adaptation = get_adaptation("none")
+    return adaptation.wrap(module, config.adapt)
+
+
+class _PairedBatches(Sampler[list[tuple[int, int | None]]]):
+    """Source batches of a :class:`StepBatchSampler` paired with target batches drawn from
+    ``(seed, step)`` as well, so a resumed run sees the same pairs as an uninterrupted one."""
+
+    def __init__(self, source: StepBatchSampler, target_size: int | None) -> None:
+        """Pair ``source``'s batches with batches of a target of ``target_size`` samples."""
+        self.source = source
+        self.target = (
+            None
+            if not target_size
+            else StepBatchSampler(
+                target_size,
+                source.batch_size,
+                source.steps,
+                source.seed + 7919,  # another stream than the source order
+                source.start,
+                source.rank,
+                source.world,
+            )
+        )
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int | None]]]:
+        for step in range(self.source.start, self.source.steps):
+            first = self.source.batch(step)
+            second = self.target.batch(step) if self.target is not None else [None] * len(first)
+            yield list(zip(first, second, strict=True))
+
+
+class _Pairs(Dataset[dict[str, Any]]):
+    """``(source index, target index)`` -> ``{"source": sample, "target": sample | None}``."""
+
+    def __init__(
+        self, source: Dataset[dict[str, Any]], target: Dataset[dict[str, Any]] | None
+    ) -> None:
+        """Keep both datasets."""
+        self.source, self.target = source, target
+
+    def __getitem__(self, index: tuple[int, int | None]) -> dict[str, Any]:  # type: ignore[override]
+        i, j = index
+        target = self.target[j] if self.target is not None and j is not None else None
+        return {"source": self.source[i], "target": target}
+
+
+def _collate_pairs(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    targets = [item["target"] for item in items if item["target"] is not None]
+    return {
+        "source": collate([item["source"] for item in items]),
+        "target": collate(targets) if targets else None,
+    }
+
+
+def _eval_loader(
+    config: FinetuneConfig, dataset: Dataset[dict[str, Any]], batch_size: int | None = None
+) -> DataLoader[Any]:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size or config.data.eval_batch_size,
+        shuffle=False,
+        collate_fn=collate,
+        num_workers=config.data.num_workers,
+    )
+
+
+def _fit(
+    config: FinetuneConfig,
+    trained: Any,
+    train: Dataset[dict[str, Any]],
+    val: Dataset[dict[str, Any]],
+    best: _BestWeights,
+    out: Path,
+    *,
+    start: int,
+    ckpt_path: Path | None,
+    unlabelled: Dataset[dict[str, Any]] | None,
+    callbacks: Sequence[Any],
+    log: Callable[[str], None] | None,
+    say: Callable[[str], None],
+) -> int:
+    """Train ``trained`` (a TaskModule, or an adaptation wrapping one) and keep the best
+    validation weights of its task module in ``best``; returns the steps reached."""
+    import lightning as L
+
+    from thinkingearth.progress import progress_callbacks
+    from thinkingearth.runs import (
+        AtomicCheckpointIO,
+        ResumableCSVLogger,
+        StepCheckpoint,
+        StepSeed,
+        StopOnSignal,
+        stop_on_sigterm,
+    )
+
+    t = config.trainer
+    folder = best.tensors.parent
+    n = _size(train)
+    batch = max(1, min(config.data.batch_size, n))
+    # The data order is a function of (seed, step): a resumed run starts at its step.
+    sampler = StepBatchSampler(n, batch, t.max_steps, config.seed, start=start)
+    loader: DataLoader[Any]
+    if isinstance(trained, TaskModule):
+        loader = DataLoader(
+            train, batch_sampler=sampler, collate_fn=collate, num_workers=config.data.num_workers
+        )
+    else:  # an adaptation's module takes {"source": batch, "target": batch | None}
+        pairs = _PairedBatches(sampler, _size(unlabelled) if unlabelled is not None else None)
+        loader = DataLoader(
+            _Pairs(train, unlabelled),
+            batch_sampler=pairs,
+            collate_fn=_collate_pairs,
+            num_workers=config.data.num_workers,
+        )
+    progress, bar = progress_callbacks(log, "[finetune]")
+    val_every = min(t.val_every, t.max_steps)
+    trainer = L.Trainer(
+        max_steps=t.max_steps,
+        max_epochs=1,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy="ddp" if t.devices > 1 else "auto",
+        precision=t.precision,
+        callbacks=[
+            StepCheckpoint(folder, t.checkpoint_every, t.keep_checkpoints),
+            StopOnSignal(),
+            StepSeed(config.seed),
+            _best_callback(best, say),
+            *progress,
+            *callbacks,
+        ],
+        plugins=[AtomicCheckpointIO()],
+        logger=ResumableCSVLogger(
+            out, name="logs", version="csv", flush_logs_every_n_steps=t.log_every
+        ),
+        log_every_n_steps=t.log_every,
+        val_check_interval=val_every,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        enable_checkpointing=False,
+        enable_progress_bar=bar,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        default_root_dir=out,
+    )
+    with stop_on_sigterm(trainer, f"its checkpoint is in {folder}; run again with --resume"):
+        trainer.fit(
+            trained,
+            train_dataloaders=loader,
+            val_dataloaders=_eval_loader(config, val),
+            ckpt_path=str(ckpt_path) if ckpt_path is not None else None,
+            weights_only=True,
+        )
+    steps = int(trainer.global_step)
+    if best.validated_at != steps and trainer.is_global_zero:
+        # The last steps were not validated (max_steps not a multiple of val_every).
+        trainer.validate(trained, dataloaders=_eval_loader(config, val), verbose=False)
+    return steps
+
+
+def _train_oracle(
+    config: FinetuneConfig,
+    domains: DomainSplits,
+    normaliser: Normaliser,
+    test: Dataset[dict[str, Any]],
+    out: Path,
+    size: int,
+    time_steps: int | None,
+    say: Callable[[str], None],
+) -> dict[str, float]:
+    """The same configuration trained (without adaptation) on the target domains' LABELLED
+    training samples, selected on a hold-out of them, scored on the same target test samples.
+
+    Its files go to ``OUT/oracle`` (deleted first: an oracle always trains from its start)."""
+    import lightning as L
+
+    from thinkingearth.progress import QuietLightning
+
+    raw = domains.target_train
+    assert raw is not None  # checked by _open_domains
+    n = _size(raw)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0)).tolist()
+    k = min(n - 1, max(1, round(config.data.val_fraction * n)))
+    folder = out / "oracle"
+    remove_outputs(out, ("oracle",))
+    cache = config.data.cache
+    train_all = NormalisedDataset(Subset(raw, sorted(order[k:])), normaliser, "oracle", cache)
+    train = Subset(train_all, label_fraction_indices(n - k, config.fraction, config.seed))
+    val = NormalisedDataset(Subset(raw, sorted(order[:k])), normaliser, "oracle-val", cache)
+    say(
+        f"[finetune] oracle: training on {len(train)} labelled target samples, validating on "
+        f"{k} others (target labels), scoring on the same {_size(test)} target test samples"
+    )
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    net, _ = _network(config, int(raw[0]["image"].shape[-3]), time_steps, size)
+    module = _module(config, net, train)
+    metric, higher = config.task.primary_metric
+    best = _BestWeights(folder / "checkpoints", metric, higher)
+    t = config.trainer
+    with QuietLightning():
+        _fit(
+            config,
+            module,
+            train,
+            val,
+            best,
+            folder,
+            start=0,
+            ckpt_path=None,
+            unlabelled=None,
+            callbacks=(),
+            log=None,
+            say=lambda line: say(line.replace("[finetune]", "[finetune] oracle:", 1)),
+        )
+        if best.value is not None:
+            best.restore(module)
+        evaluator = L.Trainer(
+            accelerator=t.accelerator,
+            devices=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            precision=t.precision,
+        )
+        evaluator.test(module, dataloaders=_eval_loader(config, test), verbose=False)
+    return dict(module.test_results)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -435,13 +804,16 @@ def _check_same_config(out: Path, config: FinetuneConfig) -> None:
     saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
     # Runs from before the head section trained the plain (deterministic) head.
     saved.setdefault("head", UncertaintyHead().to_dict())
+    # Runs from before domain shift had no split protocol and no adaptation.
+    saved.setdefault("split", plain(dataclasses.asdict(SplitSpec())))
+    saved.setdefault("adapt", plain(dataclasses.asdict(AdaptSection())))
     from thinkingearth.runs import check_same_config  # runs imports Lightning: lazily
 
     check_same_config(
         saved,
         config.to_dict(),
         resumable=RESUMABLE_CHANGES,
-        opaque=("overrides", "options"),
+        opaque=("overrides", "options", "groups"),
         where=str(saved_path),
     )
 
@@ -458,6 +830,8 @@ def resolve_config(
     seed: int | None = None,
     accelerator: str | None = None,
     devices: int | None = None,
+    adapt: str | None = None,
+    oracle: bool | None = None,
 ) -> FinetuneConfig:
     """The configuration with the command line's overrides merged in, validated.
 
@@ -472,6 +846,8 @@ def resolve_config(
         seed: ``seed``.
         accelerator: ``trainer.accelerator``.
         devices: ``trainer.devices``.
+        adapt: ``adapt.method`` (``none`` for source-only training).
+        oracle: ``split.oracle``.
 
     Raises:
         UserInputError: For an unknown name, a bad file or an invalid result.
@@ -495,6 +871,10 @@ def resolve_config(
     }
     if trainer:
         overrides["trainer"] = trainer
+    if adapt is not None:
+        overrides["adapt"] = {"method": str(adapt)}
+    if oracle is not None:
+        overrides["split"] = {"oracle": bool(oracle)}
     if not overrides:
         return config.validate()
     from thinkingearth.tasks.finetune_config import finetune_config_from_dict
@@ -525,6 +905,8 @@ def finetune(
     overwrite: bool = False,
     accelerator: str | None = None,
     devices: int | None = None,
+    adapt: str | None = None,
+    oracle: bool | None = None,
     callbacks: Sequence[Any] = (),
     log: Callable[[str], None] | None = print,
 ) -> FinetuneResult:
@@ -545,6 +927,8 @@ def finetune(
             and model are checked).
         accelerator: ``cpu``, ``gpu`` or ``auto``.
         devices: Devices (processes).
+        adapt: Adaptation method (``adapt.method``; needs a ``split.protocol``).
+        oracle: Also train on the target domains' labels and report the gap (``split.oracle``).
         callbacks: Extra Lightning callbacks.
         log: Where progress lines go (``None`` = silent).
 
@@ -561,18 +945,8 @@ def finetune(
     """
     import lightning as L
 
-    from thinkingearth.progress import QuietLightning, progress_callbacks
-    from thinkingearth.runs import (
-        AtomicCheckpointIO,
-        ResumableCSVLogger,
-        StepCheckpoint,
-        StepSeed,
-        StopOnSignal,
-        list_checkpoints,
-        read_checkpoint_file,
-        stop_on_sigterm,
-        truncate_metrics,
-    )
+    from thinkingearth.progress import QuietLightning
+    from thinkingearth.runs import list_checkpoints, read_checkpoint_file, truncate_metrics
     from thinkingearth.tasks.checkpoint import save_task
 
     began = time.perf_counter()
@@ -590,6 +964,8 @@ def finetune(
         seed=seed,
         accelerator=accelerator,
         devices=devices,
+        adapt=adapt,
+        oracle=oracle,
     )
     if config.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         raise UserInputError("--accelerator gpu: no CUDA device is available")
@@ -625,7 +1001,8 @@ def finetune(
 
     # Data, model and a dry run: every user error surfaces before OUT is touched.
     say(f"[finetune] {config.name}: reading {config.data.reader} data ...")
-    splits = _open_splits(config, say)
+    domains = _open_domains(config, say) if config.split.protocol != "none" else None
+    splits = _open_splits(config, say) if domains is None else _domain_splits(domains)
     first = splits.train[0]
     _check_sample(config, first)
     sensor, bands = str(first["sensor"]), tuple(first["bands"])
@@ -633,22 +1010,52 @@ def finetune(
     size = int(image.shape[-1])
     time_steps = int(image.shape[0]) if config.task.kind == "change" else None
     normaliser = fit_normaliser(splits.train, config.data.stats_samples)
+    notes: list[str] = []
+    if domains is not None:
+        _check_target_bands(config, domains, sensor, bands)
+        notes = _fit_target_normalisation(normaliser, domains, config.data.stats_samples)
     cache = config.data.cache
     train_all = NormalisedDataset(splits.train, normaliser, "train", cache)
     indices = label_fraction_indices(_size(train_all), config.fraction, config.seed)
     train = Subset(train_all, indices)
     val = NormalisedDataset(splits.val, normaliser, "val", cache)
     test = NormalisedDataset(splits.test, normaliser, "test", cache)
+    by_domain: dict[str, Dataset[dict[str, Any]]] = {}
+    unlabelled: Dataset[dict[str, Any]] | None = None
+    if domains is not None:
+        by_domain = {
+            name: NormalisedDataset(dataset, normaliser, f"test-{name}", cache)
+            for name, dataset in domains.test.items()
+        }
+        if domains.unlabelled is not None:
+            unlabelled = NormalisedDataset(domains.unlabelled, normaliser, "unlabelled", cache)
     L.seed_everything(config.seed, workers=True, verbose=False)
     net, baseline_args = _network(config, int(image.shape[-3]), time_steps, size)
     module = _module(config, net, train)
     model_name = config.model.baseline or config.model.encoder
     _dry_run(module, train, model_name)
+    if domains is not None:  # the model reads every target domain (cross-sensor: other bands)
+        for name in domains.target_domains:
+            _dry_run(module, by_domain[name], model_name)
+    adaptation = None if config.adapt.method == "none" else get_adaptation(config.adapt.method)
+    trained: Any = module
+    if not config.adapt.plain:  # (a post-hoc method that cannot act refuses here, not later)
+        trained = _wrap(adaptation, module, config)
+    pairs = unlabelled if adaptation is not None and adaptation.during_training else None
     say(
         f"[finetune] {len(train)} training samples ({config.fraction:g} of "
         f"{_size(train_all)}), {_size(val)} validation ({splits.val_source}), {_size(test)} "
         f"test; {sensor} {len(bands)} bands, {size} px; {model_name}, {config.protocol}"
     )
+    if domains is not None:
+        say(
+            f"[finetune] {domains.protocol}: source {', '.join(domains.source_domains)} -> "
+            f"target {', '.join(domains.target_domains)}; "
+            + (f"{_size(unlabelled)} unlabelled target samples; " if unlabelled else "")
+            + f"adaptation {config.adapt.method}"
+        )
+        for note in notes:
+            say(f"[finetune] {note}")
 
     if overwrite:
         for path in remove_outputs(out, RUN_OUTPUTS):
@@ -660,73 +1067,35 @@ def finetune(
         say(f"[finetune] resuming from {ckpt_path.name} (step {resumed_from})")  # type: ignore[union-attr]
 
     t = config.trainer
-    batch = max(1, min(config.data.batch_size, len(train)))
-    # The data order is a function of (seed, step): a resumed run starts at its step.
-    sampler = StepBatchSampler(len(train), batch, t.max_steps, config.seed, start=resumed_from or 0)
-    loader = DataLoader(
-        train, batch_sampler=sampler, collate_fn=collate, num_workers=config.data.num_workers
-    )
-
-    def eval_loader(dataset: Dataset[dict[str, Any]]) -> DataLoader[Any]:
-        return DataLoader(
-            dataset,
-            batch_size=config.data.eval_batch_size,
-            shuffle=False,
-            collate_fn=collate,
-            num_workers=config.data.num_workers,
-        )
-
     metric, higher = config.task.primary_metric
     best = _BestWeights(folder, metric, higher)
-    progress, bar = progress_callbacks(log, "[finetune]")
-    val_every = min(t.val_every, t.max_steps)
-    # Lightning's banners and tips are noise here; progress comes from our callbacks.
     with QuietLightning():
-        trainer = L.Trainer(
-            max_steps=t.max_steps,
-            max_epochs=1,
-            accelerator=t.accelerator,
-            devices=t.devices,
-            strategy="ddp" if t.devices > 1 else "auto",
-            precision=t.precision,
-            callbacks=[
-                StepCheckpoint(folder, t.checkpoint_every, t.keep_checkpoints),
-                StopOnSignal(),
-                StepSeed(config.seed),
-                _best_callback(best, say),
-                *progress,
-                *callbacks,
-            ],
-            plugins=[AtomicCheckpointIO()],
-            logger=ResumableCSVLogger(
-                out, name="logs", version="csv", flush_logs_every_n_steps=t.log_every
-            ),
-            log_every_n_steps=t.log_every,
-            val_check_interval=val_every,
-            check_val_every_n_epoch=None,
-            num_sanity_val_steps=0,
-            enable_checkpointing=False,
-            enable_progress_bar=bar,
-            enable_model_summary=False,
-            use_distributed_sampler=False,
-            default_root_dir=out,
+        steps = _fit(
+            config,
+            trained,
+            train,
+            val,
+            best,
+            out,
+            start=resumed_from or 0,
+            ckpt_path=ckpt_path,
+            unlabelled=pairs,
+            callbacks=callbacks,
+            log=log,
+            say=say,
         )
-        with stop_on_sigterm(trainer, f"its checkpoint is in {folder}; run again with --resume"):
-            trainer.fit(
-                module,
-                train_dataloaders=loader,
-                val_dataloaders=eval_loader(val),
-                ckpt_path=str(ckpt_path) if ckpt_path is not None else None,
-                weights_only=True,
-            )
-        steps = int(trainer.global_step)
-        if best.validated_at != steps and trainer.is_global_zero:
-            # The last steps were not validated (max_steps not a multiple of val_every).
-            trainer.validate(module, dataloaders=eval_loader(val), verbose=False)
         if best.value is not None:
             best.restore(module)
         else:
             say("[finetune] validation gave no finite score; the last weights are kept")
+        if adaptation is not None and unlabelled is not None:
+            # Post-hoc methods (AdaBN, TENT) adapt the selected weights to the unlabelled target
+            # (the others return the module as it is).
+            if not adaptation.during_training:
+                say(f"[finetune] adaptation {config.adapt.method} on the unlabelled target ...")
+            module = adaptation.after_training(
+                module, config.adapt, _eval_loader(config, unlabelled, config.data.batch_size)
+            )
         evaluator = L.Trainer(
             accelerator=t.accelerator,
             devices=1,
@@ -735,12 +1104,25 @@ def finetune(
             enable_model_summary=False,
             precision=t.precision,
         )
-        evaluator.test(module, dataloaders=eval_loader(test), verbose=False)
+        evaluator.test(module, dataloaders=_eval_loader(config, test), verbose=False)
         device = evaluator.strategy.root_device  # where the test evaluations run too
-    metrics = dict(module.test_results)
+        metrics = dict(module.test_results)
+        per_domain: dict[str, dict[str, float]] = {}
+        source_metrics: dict[str, float] = {}
+        if domains is not None:
+            for name, dataset in by_domain.items():
+                evaluator.test(module, dataloaders=_eval_loader(config, dataset), verbose=False)
+                per_domain[name] = dict(module.test_results)
+            sources = [by_domain[name] for name in domains.source_domains if name in by_domain]
+            if sources:
+                evaluator.test(
+                    module, dataloaders=_eval_loader(config, ConcatDataset(sources)), verbose=False
+                )
+                source_metrics = dict(module.test_results)
+            module.test_results = dict(metrics)
     from thinkingearth.tasks.finetune_report import confusion_matrix, write_report
 
-    confusion = confusion_matrix(module, eval_loader(test), config.task)
+    confusion = confusion_matrix(module, _eval_loader(config, test), config.task)
     model_path = save_task(
         module.cpu().eval(),
         out / "model",
@@ -756,9 +1138,12 @@ def finetune(
     # After the model is saved: an evaluation that fails costs its own results only. It runs
     # on the device the model was trained on (a real test split is slow on the CPU).
     extra, sections, errors = _run_test_evaluations(
-        module.to(device), eval_loader(test), config, out, metrics, say
+        module.to(device), _eval_loader(config, test), config, out, metrics, say
     )
     module.cpu()
+    oracle: dict[str, float] | None = None
+    if domains is not None and config.split.oracle:
+        oracle = _train_oracle(config, domains, normaliser, test, out, size, time_steps, say)
     record = {
         "config": config.name,
         "task": config.task.name,
@@ -781,16 +1166,67 @@ def finetune(
         "seconds": round(time.perf_counter() - began, 2),
         "metrics": metrics,  # the task's own (the report's table; evaluations have sections)
     }
+    domain_document: dict[str, Any] = {}
+    domain_text: str | None = None
+    if domains is not None:
+        from thinkingearth.tasks.finetune_report import domain_section, domain_summary
+        from thinkingearth.tasks.finetune_report import oracle_gap as gap_of
+
+        targets = list(domains.target_domains)
+        domain_document = {
+            "per_domain": per_domain,
+            **domain_summary(per_domain, targets),
+            "source": source_metrics,
+            "split": {
+                "protocol": domains.protocol,
+                "source": list(domains.source_domains),
+                "target": targets,
+            },
+            "adapt": dataclasses.asdict(config.adapt),
+        }
+        if oracle is not None:
+            domain_document["oracle"] = oracle
+            domain_document["oracle_gap"] = gap_of(oracle, metrics)
+        record["unlabelled_samples"] = _size(unlabelled) if unlabelled is not None else 0
+        record["normalisation_notes"] = notes
+        record["test_split"] = "the target domains' test samples (pooled)"
+        domain_text = domain_section(
+            per_domain,
+            targets,
+            list(domains.source_domains),
+            metric,
+            protocol=domains.protocol,
+            method=config.adapt.method,
+            notes=[
+                f"test metrics: the target domains' test samples pooled ({_size(test)}); "
+                f"{splits.val_source}",
+                *notes,
+            ],
+            oracle=oracle,
+        ) + (
+            "\nThe oracle is the same configuration trained on the target domains' labelled "
+            "training samples (selected on a hold-out of them); oracle_gap in metrics.json is "
+            "its score minus this run's (errors: this run's minus its), so positive = below "
+            "the oracle.\n"
+            if oracle is not None
+            else ""
+        )
     metrics = {**metrics, **extra}
     metrics_path = out / "metrics.json"
     # The test metrics at the top level, under bench's results.csv keys; the run beside them.
     run = {k: v for k, v in record.items() if k != "metrics"}
     if errors:
         run["evaluation_errors"] = errors
-    document = {**metrics, "run": run}
+    document = {**metrics, **domain_document, "run": run}
     _write_text(metrics_path, json.dumps(_finite(document), indent=2) + "\n")
     report = write_report(
-        out, config, record, confusion, log_csv=out / "logs" / "csv", sections=sections
+        out,
+        config,
+        record,
+        confusion,
+        log_csv=out / "logs" / "csv",
+        sections=sections,
+        domains=domain_text,
     )
     say(
         f"[finetune] test {metric} {metrics.get(metric, math.nan):.4f} (weights of step "
