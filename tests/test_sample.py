@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from thinkingearth.data.sample import collate, to_days
+from thinkingearth.data.sample import collate, collate_sides, to_days
 
 
 def _sample(**kw):
@@ -47,3 +47,17 @@ def test_collate_stacks_masks_and_rejects_mismatched_images():
         collate([_sample(), _sample(image=torch.zeros(2, 5, 5))])
     with pytest.raises(ValueError, match="at least one"):
         collate([])
+
+
+def test_collate_sides_collates_each_side_on_its_own():
+    s2 = {"image": torch.zeros(12, 4, 4), "bands": ("B02",) * 12, "sensor": "sentinel-2-l2a"}
+    items = [{"source": s2, "target": _sample(lon=float(i))} for i in range(3)]
+    batch = collate_sides(items)
+    assert batch["source"]["image"].shape == (3, 12, 4, 4)
+    assert batch["target"]["image"].shape == (3, 2, 4, 4)
+    assert batch["target"]["lon"].tolist() == [0.0, 1.0, 2.0]
+    assert collate_sides([{"source": s2, "target": None}] * 2)["target"] is None
+    with pytest.raises(ValueError, match="missing in some items"):
+        collate_sides([{"source": s2, "target": None}, {"source": s2, "target": s2}])
+    with pytest.raises(ValueError, match="same sides"):
+        collate_sides([{"a": s2, "b": s2}, {"source": s2, "target": s2}])

@@ -9,13 +9,12 @@ image size (cross-sensor adaptation): each side is collated on its own.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
-from thinkingearth.data.sample import collate
+from thinkingearth.data.sample import collate_sides
 from thinkingearth.errors import UserInputError
 
 __all__ = ["SourceTargetPairs", "collate_pairs"]
@@ -65,11 +64,6 @@ class SourceTargetPairs(Dataset[dict[str, Any]]):
         }
 
 
-def collate_pairs(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Collate pairs into ``{"source": batch, "target": batch}`` (each side by ``collate``)."""
-    if not items:
-        raise ValueError("collate_pairs needs at least one pair")
-    return {
-        "source": collate([item["source"] for item in items]),
-        "target": collate([item["target"] for item in items]),
-    }
+#: Collate ``{"source": Sample, "target": Sample}`` pairs into ``{"source": batch, "target":
+#: batch}``, each side collated on its own (the two may differ in sensor, bands and size).
+collate_pairs = collate_sides

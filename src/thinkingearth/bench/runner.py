@@ -105,6 +105,7 @@ from thinkingearth.fileio import atomic_file, check_writable_parent
 from thinkingearth.models.baselines import BASELINES, Backbone, UnsupportedTaskError
 from thinkingearth.progress import QuietLightning, progress_callbacks
 from thinkingearth.runs import StopOnSignal, stop_on_sigterm
+from thinkingearth.tasks.finetune_report import oracle_gap, worst_domain_names
 from thinkingearth.tasks.protocols import (
     FeatureCache,
     TaskModule,
@@ -873,10 +874,12 @@ def _domain_scores(
         trainer.test(module, dataloaders=_test_loader(dataset, suite), verbose=False)
         per[domain] = float(module.test_results.get(task.primary, math.nan))
         facts[f"{task.primary}@{domain}"] = per[domain]
-    scored = [(per[d], d) for d in domains.target_domains if math.isfinite(per.get(d, math.nan))]
-    if scored:
-        value, name = min(scored) if task.higher_is_better else max(scored)
-        facts.update(worst_domain=value, worst_domain_name=name)
+    # The same worst-domain rule as finetune's metrics.json (tasks.finetune_report).
+    metrics = {d: {task.primary: value} for d, value in per.items()}
+    targets = [d for d in domains.target_domains if d in metrics]
+    names = worst_domain_names(metrics, targets, task.primary) if targets else []
+    if names:
+        facts.update(worst_domain=per[names[0]], worst_domain_name=names[0])
     if domains.source_test is not None:
         trainer.test(module, dataloaders=_test_loader(domains.source_test, suite), verbose=False)
         facts["source_primary"] = float(module.test_results.get(task.primary, math.nan))
@@ -901,7 +904,8 @@ def fill_oracle_gaps(rows: Sequence[dict[str, Any]], tasks: Mapping[str, TaskSpe
         if not (math.isfinite(oracle) and math.isfinite(value)):
             r["oracle_gap"] = None
             continue
-        r["oracle_gap"] = oracle - value if task.higher_is_better else value - oracle
+        # finetune's sign rule (tasks.finetune_report.oracle_gap): positive = below the oracle
+        r["oracle_gap"] = oracle_gap({task.primary: oracle}, {task.primary: value})[task.primary]
 
 
 def _number(value: Any) -> float:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["METADATA_KEYS", "Sample", "collate", "to_days"]
+__all__ = ["METADATA_KEYS", "Sample", "collate", "collate_sides", "to_days"]
 
 #: Metadata keys every Sample may carry; a missing one is NaN for that sample.
 METADATA_KEYS: tuple[str, ...] = ("lon", "lat", "time", "gsd")
@@ -132,4 +132,32 @@ def collate(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     for key in METADATA_KEYS:
         if key not in batch:
             batch[key] = torch.full((len(samples),), math.nan, dtype=torch.float64)
+    return batch
+
+
+def collate_sides(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Collate items made of several Samples, ``{side: Sample | None}``, side by side.
+
+    Two co-registered sensors (``{"a", "b"}``, cross-sensor pretraining) or source and target
+    batches (``{"source", "target"}``, domain adaptation) each become one batch of
+    :func:`collate`; a side that is ``None`` in every item is ``None`` in the batch.
+
+    Raises:
+        ValueError: if there are no items, the items name different sides, or a side is
+            ``None`` in some items only.
+    """
+    if not items:
+        raise ValueError("collate_sides needs at least one item")
+    sides = list(items[0])
+    if any(list(item) != sides for item in items):
+        raise ValueError("every item must name the same sides")
+    batch: dict[str, Any] = {}
+    for side in sides:
+        values = [item[side] for item in items]
+        if all(v is None for v in values):
+            batch[side] = None
+        elif any(v is None for v in values):
+            raise ValueError(f"side {side!r} is missing in some items only")
+        else:
+            batch[side] = collate(values)
     return batch

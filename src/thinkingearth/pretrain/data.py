@@ -33,7 +33,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
-from thinkingearth.data.sample import collate
+from thinkingearth.data.sample import collate, collate_sides
 from thinkingearth.data.synthetic import SyntheticCopernicus, scene_to_sample
 from thinkingearth.data.transforms import Normaliser
 from thinkingearth.errors import UserInputError
@@ -140,9 +140,8 @@ class SharedSceneSamples(Dataset[dict[str, Any]]):
         return self.cache.get(self.sensor, index)
 
 
-def collate_pairs(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Collate ``{"a", "b"}`` items into ``{"a": batch, "b": batch}``."""
-    return {"a": collate([i["a"] for i in items]), "b": collate([i["b"] for i in items])}
+#: Collate ``{"a": Sample, "b": Sample}`` items (two sensors) into ``{"a": batch, "b": batch}``.
+collate_pairs = collate_sides
 
 
 class GroupedBatchSampler(Sampler[list[int]]):

@@ -75,7 +75,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, Subset
 from thinkingearth.configfile import merge, plain
 from thinkingearth.data.domains import SplitSpec
 from thinkingearth.data.readers import open_split
-from thinkingearth.data.sample import collate
+from thinkingearth.data.sample import collate, collate_sides
 from thinkingearth.errors import UserInputError
 from thinkingearth.fileio import atomic_file, check_writable_parent, remove_outputs
 from thinkingearth.tasks.finetune_config import FinetuneConfig, load_finetune_config
@@ -610,14 +610,6 @@ class _Pairs(Dataset[dict[str, Any]]):
         return {"source": self.source[i], "target": target}
 
 
-def _collate_pairs(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    targets = [item["target"] for item in items if item["target"] is not None]
-    return {
-        "source": collate([item["source"] for item in items]),
-        "target": collate(targets) if targets else None,
-    }
-
-
 def _eval_loader(
     config: FinetuneConfig, dataset: Dataset[dict[str, Any]], batch_size: int | None = None
 ) -> DataLoader[Any]:
@@ -675,7 +667,7 @@ def _fit(
         loader = DataLoader(
             _Pairs(train, unlabelled),
             batch_sampler=pairs,
-            collate_fn=_collate_pairs,
+            collate_fn=collate_sides,
             num_workers=config.data.num_workers,
         )
     progress, bar = progress_callbacks(log, "[finetune]")
