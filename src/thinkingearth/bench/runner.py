@@ -723,9 +723,16 @@ def _run_id(key: RunKey) -> str:
 
 
 def _train_loader(
-    dataset: Dataset[dict[str, Any]], suite: Suite, seed: int
+    dataset: Dataset[dict[str, Any]],
+    suite: Suite,
+    seed: int,
+    *,
+    samples: int | None = None,
+    collate_fn: Callable[[Sequence[Any]], dict[str, Any]] = collate,
 ) -> tuple[DataLoader[Any], int]:
-    n = len(dataset)  # type: ignore[arg-type]
+    """``max_steps`` seeded random batches of ``dataset``; the batch size is the suite's, at
+    most ``samples`` (default: the dataset's length) and at least 2."""
+    n = len(dataset) if samples is None else samples  # type: ignore[arg-type]
     batch = max(2, min(suite.batch_size, n))
     generator = torch.Generator().manual_seed(int(seed))
     sampler = RandomSampler(dataset, num_samples=suite.max_steps * batch, generator=generator)  # type: ignore[arg-type]
@@ -734,7 +741,7 @@ def _train_loader(
         batch_size=batch,
         sampler=sampler,
         drop_last=True,
-        collate_fn=collate,
+        collate_fn=collate_fn,
         num_workers=suite.num_workers,
         persistent_workers=False,
     )
@@ -827,20 +834,13 @@ def _paired_loader(
     from thinkingearth.adapt.data import SourceTargetPairs, collate_pairs
 
     pairs = SourceTargetPairs(source, target, seed=int(seed))
-    n = len(source)  # type: ignore[arg-type]
-    batch = max(2, min(suite.batch_size, n))
-    generator = torch.Generator().manual_seed(int(seed))
-    sampler = RandomSampler(pairs, num_samples=suite.max_steps * batch, generator=generator)  # type: ignore[arg-type]
-    loader = DataLoader(
+    return _train_loader(
         pairs,
-        batch_size=batch,
-        sampler=sampler,
-        drop_last=True,
+        suite,
+        seed,
+        samples=len(source),  # type: ignore[arg-type]
         collate_fn=collate_pairs,
-        num_workers=suite.num_workers,
-        persistent_workers=False,
     )
-    return loader, batch
 
 
 def _adapt_loader(target: Dataset[dict[str, Any]], suite: Suite, seed: int) -> DataLoader[Any]:

@@ -78,7 +78,11 @@ from thinkingearth.data.readers import open_split
 from thinkingearth.data.sample import collate, collate_sides
 from thinkingearth.errors import UserInputError
 from thinkingearth.fileio import atomic_file, check_writable_parent, remove_outputs
-from thinkingearth.tasks.finetune_config import FinetuneConfig, load_finetune_config
+from thinkingearth.tasks.finetune_config import (
+    FinetuneConfig,
+    TrainerSection,
+    load_finetune_config,
+)
 from thinkingearth.tasks.protocols import TaskModule, label_fraction_indices
 from thinkingearth.tasks.training import (
     NormalisedDataset,
@@ -610,6 +614,20 @@ class _Pairs(Dataset[dict[str, Any]]):
         return {"source": self.source[i], "target": target}
 
 
+def _evaluator(t: TrainerSection) -> Any:
+    """A one-device Lightning trainer that only tests (no logger, bar or summary)."""
+    import lightning as L
+
+    return L.Trainer(
+        accelerator=t.accelerator,
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        precision=t.precision,
+    )
+
+
 def _eval_loader(
     config: FinetuneConfig, dataset: Dataset[dict[str, Any]], batch_size: int | None = None
 ) -> DataLoader[Any]:
@@ -772,14 +790,7 @@ def _train_oracle(
         )
         if best.value is not None:
             best.restore(module)
-        evaluator = L.Trainer(
-            accelerator=t.accelerator,
-            devices=1,
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            precision=t.precision,
-        )
+        evaluator = _evaluator(t)
         evaluator.test(module, dataloaders=_eval_loader(config, test), verbose=False)
     return dict(module.test_results)
 
@@ -1088,14 +1099,7 @@ def finetune(
             module = adaptation.after_training(
                 module, config.adapt, _eval_loader(config, unlabelled, config.data.batch_size)
             )
-        evaluator = L.Trainer(
-            accelerator=t.accelerator,
-            devices=1,
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            precision=t.precision,
-        )
+        evaluator = _evaluator(t)
         evaluator.test(module, dataloaders=_eval_loader(config, test), verbose=False)
         device = evaluator.strategy.root_device  # where the test evaluations run too
         metrics = dict(module.test_results)

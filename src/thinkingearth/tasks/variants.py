@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, get_args
 
 from thinkingearth.errors import UserInputError
 
@@ -84,6 +84,7 @@ TEST_EVALUATION_GROUP = "thinkingearth.test_evaluations"
 
 #: ``builder(kind, net, head=UncertaintyHead, **build_task_module's keyword arguments)``.
 TaskBuilder = Callable[..., "TaskModule"]
+_Section = TypeVar("_Section")
 
 
 def _is_int(value: Any) -> bool:
@@ -92,6 +93,22 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _section(cls: type[_Section], name: str, values: dict[str, Any] | None) -> _Section:
+    """A config section dataclass from a stored mapping (``None``: its defaults); unknown keys
+    and a non-mapping are one-line errors naming the section."""
+    if values is None:
+        return cls()
+    if not isinstance(values, dict):
+        raise UserInputError(f"{name} must be a mapping; got {type(values).__name__}")
+    known = set(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserInputError(
+            f"unknown {name} key(s): {', '.join(unknown)}; expected: {', '.join(sorted(known))}"
+        )
+    return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -164,17 +181,7 @@ class UncertaintyHead:
         Raises:
             UserInputError: For unknown keys or bad values.
         """
-        if values is None:
-            return cls()
-        if not isinstance(values, dict):
-            raise UserInputError(f"head must be a mapping; got {type(values).__name__}")
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UserInputError(
-                f"unknown head key(s): {', '.join(unknown)}; expected: {', '.join(sorted(known))}"
-            )
-        return cls(**values)
+        return _section(cls, "head", values)
 
 
 # ---------------------------------------------------------------------------- builders
@@ -409,17 +416,7 @@ class AdaptSection:
         Raises:
             UserInputError: For unknown keys or bad values.
         """
-        if values is None:
-            return cls()
-        if not isinstance(values, dict):
-            raise UserInputError(f"adapt must be a mapping; got {type(values).__name__}")
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UserInputError(
-                f"unknown adapt key(s): {', '.join(unknown)}; expected: {', '.join(sorted(known))}"
-            )
-        return cls(**values)
+        return _section(cls, "adapt", values)
 
 
 class Adaptation(Protocol):
