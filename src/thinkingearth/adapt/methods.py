@@ -94,16 +94,13 @@ from thinkingearth.adapt.losses import (
 from thinkingearth.errors import UserInputError
 from thinkingearth.models.baselines import DenseModel
 from thinkingearth.models.heads import DenseHead, LinearHead, UPerNet
-from thinkingearth.tasks.change import ChangeTask
-from thinkingearth.tasks.classification import ClassificationTask
+from thinkingearth.tasks.checkpoint import module_kind
 from thinkingearth.tasks.protocols import (
     EncoderBackbone,
     FeatureCache,
     TaskModule,
     warmup_cosine_optimizer,
 )
-from thinkingearth.tasks.regression import RegressionTask
-from thinkingearth.tasks.segmentation import SegmentationTask
 from thinkingearth.tasks.variants import AdaptSection
 
 __all__ = [
@@ -129,19 +126,12 @@ _NORMS = (_BatchNorm, nn.LayerNorm, nn.GroupNorm)
 
 
 def task_kind(module: TaskModule) -> str:
-    """``classification``, ``multilabel``, ``segmentation``, ``change`` or ``regression``."""
-    if isinstance(module, RegressionTask):
-        return "regression"
-    if isinstance(module, ChangeTask):
-        return "change"
-    if isinstance(module, SegmentationTask):
-        return "segmentation"
-    if isinstance(module, ClassificationTask):
-        return "multilabel" if module.multilabel else "classification"
-    members = getattr(module, "members", None)
-    if isinstance(members, nn.ModuleList) and len(members) and isinstance(members[0], TaskModule):
-        return task_kind(members[0])
-    raise TypeError(f"cannot tell the task kind of {type(module).__name__}")
+    """``classification``, ``multilabel``, ``segmentation``, ``change`` or ``regression``
+    (:func:`thinkingearth.tasks.checkpoint.module_kind`; a TypeError for anything else)."""
+    kind = module_kind(module)
+    if kind is None:
+        raise TypeError(f"cannot tell the task kind of {type(module).__name__}")
+    return kind
 
 
 # ------------------------------------------------------------------------------ features

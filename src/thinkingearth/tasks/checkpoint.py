@@ -67,6 +67,7 @@ __all__ = [
     "TASK_KINDS",
     "TaskCheckpoint",
     "load_task_module",
+    "module_kind",
     "save_task",
 ]
 
@@ -122,8 +123,13 @@ class TaskCheckpoint:
     path: Path
 
 
-def _module_kind(module: TaskModule) -> str:
-    declared = getattr(module, "task_kind", None)  # variants that wrap task modules say it
+def module_kind(module: Any) -> str | None:
+    """The kind (:data:`MODULE_KINDS`) of a task module, or ``None`` for anything else.
+
+    Variants that wrap task modules (deep ensembles) declare it as ``task_kind``; the plain
+    modules are known by their class.
+    """
+    declared = getattr(module, "task_kind", None)
     if declared in MODULE_KINDS:
         return str(declared)
     if isinstance(module, ChangeTask):
@@ -134,7 +140,14 @@ def _module_kind(module: TaskModule) -> str:
         return "regression"
     if isinstance(module, ClassificationTask):
         return "multilabel" if module.multilabel else "classification"
-    raise UserInputError(f"save_task saves task modules of thinkingearth.tasks; got {module!r}")
+    return None
+
+
+def _module_kind(module: TaskModule) -> str:
+    kind = module_kind(module)
+    if kind is None:
+        raise UserInputError(f"save_task saves task modules of thinkingearth.tasks; got {module!r}")
+    return kind
 
 
 def save_task(
