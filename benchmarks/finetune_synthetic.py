@@ -49,6 +49,9 @@ def main() -> None:
         "Command: `.venv/bin/python benchmarks/finetune_synthetic.py --out /tmp/finetune-bench "
         "--markdown benchmarks/finetune_synthetic.md`",
         "",
+        "Each row is the code path of `thinkingearth finetune --config NAME --out DIR` "
+        f"(the Python API behind it), recorded {time.strftime('%Y-%m-%d')}.",
+        "",
         f"Machine: {platform.system()} {platform.machine()}, {os.cpu_count()} cores, torch "
         f"{torch.__version__}; load average before: {_load()}",
         "",
