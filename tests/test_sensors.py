@@ -263,6 +263,8 @@ def test_dataclasses_are_frozen_and_validated() -> None:
         ("NO2", "NO2", ("sentinel-5p",)),
         ("sentinel-2-l2a:B04", "B04", ("sentinel-2-l2a",)),
         ("landsat:red", "B4", ("landsat-8-9",)),
+        ("B04", "B04", ("sentinel-2-l1c", "sentinel-2-l2a")),
+        ("SR_B4", "B4", ("landsat-8-9",)),
     ],
 )
 def test_band_names_resolve_without_their_sensor(
@@ -274,13 +276,17 @@ def test_band_names_resolve_without_their_sensor(
 
 
 def test_only_a_real_ambiguity_asks_for_the_sensor() -> None:
-    # Sentinel-2's red (664.6 nm, 31 nm wide) is not Landsat 8-9's (654.5 nm, 37 nm wide).
+    # "B04" is Sentinel-2's name only (USGS never zero-pads Landsat's), and both Sentinel-2
+    # levels agree on it; "B4" is also Landsat 8-9's red (654.5 nm, 37 nm wide), which is not
+    # Sentinel-2's (664.6 nm, 31 nm wide).
+    assert resolve_band("B04").sensors == ("sentinel-2-l1c", "sentinel-2-l2a")
+    assert resolve_band("B02").band.wavelength_nm == 492.4
     with pytest.raises(AmbiguousBandError) as info:
-        resolve_band("B04")
+        resolve_band("B4")
     message = str(info.value)
     assert "sentinel-2-l1c, sentinel-2-l2a B04 (664.6 nm, 31 nm wide)" in message
     assert "landsat-8-9 B4 (654.5 nm, 37 nm wide)" in message
-    assert "e.g. 'sentinel-2-l1c:B04'" in message and "\n" not in message
+    assert "e.g. 'sentinel-2-l1c:B4'" in message and "\n" not in message
     assert isinstance(info.value, UserInputError)
     # Among the sensors that share the band, the name needs nothing more.
     assert resolve_band("B04", ["s2-l1c", "s2-l2a"]).sensors == ("sentinel-2-l1c", "sentinel-2-l2a")

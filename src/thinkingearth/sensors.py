@@ -578,17 +578,19 @@ _LANDSAT_PRODUCTS: Mapping[str, tuple[float, float, str]] = {
     "toa": (2e-5, -0.1, "reflectance"),
     "rad": (3.342e-4, 0.1, "W/(m^2 sr um)"),
 }
-# name, aliases, lower nm, upper nm, gsd m, product, description
+# name, aliases, lower nm, upper nm, gsd m, product, description. USGS names these bands B1 ... B11
+# (SR_B4 in Collection-2 Level-2 files), never zero-padded: "B04" is Sentinel-2's name and resolves
+# to it alone; "B4", "red" and "B10" name different light on the two missions and stay ambiguous.
 _LANDSAT_TABLE: tuple[tuple[str, tuple[str, ...], float, float, float, str, str], ...] = (
-    ("B1", ("B01", "coastal", "SR_B1"), 435, 451, 30, "sr", "OLI coastal aerosol"),
-    ("B2", ("B02", "blue", "SR_B2"), 452, 512, 30, "sr", "OLI blue"),
-    ("B3", ("B03", "green", "SR_B3"), 533, 590, 30, "sr", "OLI green"),
-    ("B4", ("B04", "red", "SR_B4"), 636, 673, 30, "sr", "OLI red"),
-    ("B5", ("B05", "nir", "nir08", "SR_B5"), 851, 879, 30, "sr", "OLI NIR"),
-    ("B6", ("B06", "swir16", "SR_B6"), 1566, 1651, 30, "sr", "OLI SWIR 1"),
-    ("B7", ("B07", "swir22", "SR_B7"), 2107, 2294, 30, "sr", "OLI SWIR 2"),
-    ("B8", ("B08", "pan"), 503, 676, 15, "toa", "OLI panchromatic (Level-1 only)"),
-    ("B9", ("B09", "cirrus"), 1363, 1384, 30, "toa", "OLI cirrus (Level-1 only)"),
+    ("B1", ("coastal", "SR_B1"), 435, 451, 30, "sr", "OLI coastal aerosol"),
+    ("B2", ("blue", "SR_B2"), 452, 512, 30, "sr", "OLI blue"),
+    ("B3", ("green", "SR_B3"), 533, 590, 30, "sr", "OLI green"),
+    ("B4", ("red", "SR_B4"), 636, 673, 30, "sr", "OLI red"),
+    ("B5", ("nir", "nir08", "SR_B5"), 851, 879, 30, "sr", "OLI NIR"),
+    ("B6", ("swir16", "SR_B6"), 1566, 1651, 30, "sr", "OLI SWIR 1"),
+    ("B7", ("swir22", "SR_B7"), 2107, 2294, 30, "sr", "OLI SWIR 2"),
+    ("B8", ("pan",), 503, 676, 15, "toa", "OLI panchromatic (Level-1 only)"),
+    ("B9", ("cirrus",), 1363, 1384, 30, "toa", "OLI cirrus (Level-1 only)"),
     ("B10", ("lwir11", "ST_B10"), 10600, 11190, 100, "st", "TIRS 1; delivered resampled to 30 m"),
     ("B11", ("lwir12",), 11500, 12510, 100, "rad", "TIRS 2 (Level-1 only); resampled to 30 m"),
 )
