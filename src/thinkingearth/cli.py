@@ -489,7 +489,9 @@ def finetune(
     )
     changes = dotted_overrides(sets)  # --set first; the named flags above win over it
     base = load_finetune_config(config, changes) if changes else config
-    settings = resolve_config(base, **overrides)  # type: ignore[arg-type]
+    # --encoder drops the config's model.overrides (they describe its encoder), not --set's.
+    encoder_overrides = changes.get("model", {}).get("overrides")
+    settings = resolve_config(base, **overrides, encoder_overrides=encoder_overrides)  # type: ignore[arg-type]
     if print_config:
         import yaml
 

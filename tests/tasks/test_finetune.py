@@ -61,6 +61,7 @@ def test_shipped_configs_load_and_validate() -> None:
         ("no water", "permanent water", "flood"),
         3,
     )
+    assert flood.data.reader == "kurosiwo"  # SL2 + SL1 + MS1: the reader's default acquisitions
 
 
 def test_unknown_key_is_named(tmp_path: Path) -> None:
@@ -71,6 +72,32 @@ def test_unknown_key_is_named(tmp_path: Path) -> None:
     path.write_text("base: synthetic-flood\ndata: {options: {sise: 3}}\n")
     with pytest.raises(UserInputError, match=r"data\.options\.sise"):
         load_finetune_config(str(path))
+    # --set 'data.options.n={train:16}' is YAML for the key "train:16": refused, not ignored.
+    with pytest.raises(UserInputError, match=r"unknown split 'train:16' in data\.options\.n"):
+        load_finetune_config("synthetic-flood", {"data": {"options": {"n": {"train:16": None}}}})
+    with pytest.raises(UserInputError, match=r"data\.options\.n\.val must be a positive"):
+        load_finetune_config("synthetic-flood", {"data": {"options": {"n": {"val": 0}}}})
+    held_out = {"data": {"splits": {"val": None}}}  # the base's n.val is then unused, not wrong
+    assert load_finetune_config("synthetic-flood", held_out).data.splits.val is None
+
+
+def test_encoder_flag_keeps_the_overrides_set_on_the_command_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--encoder drops the config's model.overrides (its own encoder's), not --set's."""
+
+    def resolved(*args: str) -> dict[str, Any]:
+        assert main(["finetune", "--config", "kurosiwo-flood", *args, "--print-config"]) == 0
+        return yaml.safe_load(capsys.readouterr().out)["model"]
+
+    small = ["--encoder", "thinkingearth_vit_tiny", "--set", "model.overrides={embed_dim: 48}"]
+    assert resolved(*small)["overrides"] == {"embed_dim": 48}
+    assert resolved("--set", "model.overrides.depth=2", *small)["overrides"] == {
+        "embed_dim": 48,
+        "depth": 2,
+    }
+    model = resolved("--encoder", "thinkingearth_vit_tiny")
+    assert model["encoder"] == "thinkingearth_vit_tiny" and model["overrides"] == {}
 
 
 def test_a_text_reader_is_not_finetuning_data() -> None:
@@ -94,6 +121,15 @@ def test_step_sampler_resumes_and_splits_ranks() -> None:
     ranks = [list(StepBatchSampler(10, 2, 7, seed=3, rank=r, world=2)) for r in range(2)]
     for step in range(7):
         assert ranks[0][step] + ranks[1][step] == full[step]
+
+
+def test_step_sampler_takes_the_ddp_rank_when_it_draws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """finetune builds the sampler before DDP starts; each process must draw its own share."""
+    lazy = StepBatchSampler(10, 2, 7, seed=3, rank=None, world=2)
+    assert list(lazy) == list(StepBatchSampler(10, 2, 7, seed=3, rank=0, world=2))
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda group=None: 1)
+    assert list(lazy) == list(StepBatchSampler(10, 2, 7, seed=3, rank=1, world=2))
 
 
 def test_finetune_writes_model_metrics_report(tmp_path: Path) -> None:
@@ -161,7 +197,15 @@ def test_baseline_and_classification_checkpoints_round_trip(tmp_path: Path) -> N
     assert scene.task == "flood" and scene.steps == (3,)
     with pytest.raises(UserInputError, match="multilabel model"):
         load_task(tmp_path / "ml" / "model")
-    assert "map" in json.loads((tmp_path / "ml" / "metrics.json").read_text())
+    record = json.loads((tmp_path / "ml" / "metrics.json").read_text())
+    assert "map" in record
+    # One mAP: labels with no positive test sample are left out, and the report names them.
+    absent = int(record["map_classes_absent"])
+    assert absent >= 1  # 4 test scenes of the seeded world lack some of the 9 labels
+    report = (tmp_path / "ml" / "report.md").read_text()
+    assert f"labels with a positive test sample: {absent} label" in report
+    assert f"| map_classes_absent | {absent} |" in report
+    assert (tmp_path / "ml" / "confusion_matrix.png").is_file()  # per-label outcomes, as a PNG
 
 
 def _cli(*args: str) -> tuple[int, str]:
@@ -177,25 +221,53 @@ def _cli(*args: str) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ({"data": {"reader": "kurosiwo", "options": {}}}, "data"),
+        # A reader root that lacks the layout (the Kuro Siwo config, not synthetic's options).
+        ({"base": "kurosiwo-flood", "data": {"batch_size": 4}}, "has no data/ folder"),
+        # A split with no samples.
         ({"data": {"options": {"n": {"train": 4, "val": 2, "test": 0}}}}, "positive number"),
+        # An encoder whose bands do not match the data: a spectral-only encoder and a DEM.
+        (
+            {
+                "task": {
+                    "kind": "regression",
+                    "name": "elevation",
+                    "classes": [],
+                    "ignore_index": None,
+                },
+                "data": {"options": {"task": "no2", "sensor": "copernicus-dem"}},
+                "model": {"overrides": {"variables": False}},
+            },
+            "cannot read this data: model 'thinkingearth_vit_tiny' has no variable hypernetwork",
+        ),
     ],
 )
 def test_bad_data_is_one_line_and_writes_nothing(
-    tmp_path: Path, extra: dict[str, Any], message: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: dict[str, Any], message: str
 ) -> None:
     root = tmp_path / "empty"
     root.mkdir()
     config = _tiny_config(tmp_path, **extra)
+    if extra.get("base") == "kurosiwo-flood":  # TINY's synthetic sample counts are no option here
+        data = yaml.safe_load(config.read_text())
+        del data["data"]["options"]
+        config.write_text(yaml.safe_dump(data))
     out = tmp_path / "out"
     code = main(["finetune", "--config", str(config), "--out", str(out), "--data-root", str(root)])
     assert code == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("thinkingearth: error")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
     assert not out.exists()
 
 
 def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = _tiny_config(tmp_path)
     out = tmp_path / "out"
+    # A validation split the config names must exist: a typo is no silent hold-out.
+    typo = _tiny_config(tmp_path, data={"splits": {"val": "valid"}})
+    assert main(["finetune", "--config", str(typo), "--out", str(out)]) == 2
+    assert "data.splits.val valid:" in capsys.readouterr().err and not out.exists()
+    config = _tiny_config(tmp_path)
     assert main(["finetune", "--config", str(config), "--out", str(out), "--resume"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
     garbage = tmp_path / "enc.safetensors"
@@ -209,6 +281,30 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert len(errors) == 1 and "Traceback" not in err
     assert "enc.safetensors" in errors[0]
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_train_and_rank_zero_alone_writes(tmp_path: Path) -> None:
+    """--devices 2: it crashed (unused encoder parameters), then both ranks wrote OUT."""
+    config = _tiny_config(
+        tmp_path,
+        trainer={"max_steps": 3, "val_every": 2, "checkpoint_every": 2, "threads": 1},
+    )
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "thinkingearth.cli", "finetune", "--config", str(config)),
+            *("--out", str(out), "--devices", "2"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("model: ") == 1, proc.stdout  # rank 1 ends after training
+    run = json.loads((out / "metrics.json").read_text())["run"]
+    assert run["steps"] == 3 and run["best_step"] in (2, 3)  # step 3 validated on all ranks
 
 
 def test_resume_after_sigkill_continues_at_the_same_step(tmp_path: Path) -> None:
@@ -253,6 +349,10 @@ def test_resume_after_sigkill_continues_at_the_same_step(tmp_path: Path) -> None
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+    # A finished run resumed with a raised --max-steps trains on (it stopped at once before).
+    more = finetune(str(config), killed, resume=True, max_steps=14, log=None)
+    assert (more.resumed_from, more.steps) == (12, 14)
+    assert (killed / "checkpoints" / "step-00000014.ckpt").is_file()
 
 
 # ----------------------------------------------------------------------------------------------

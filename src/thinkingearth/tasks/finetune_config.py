@@ -298,6 +298,8 @@ class FinetuneConfig:
                 f"unknown key 'data.options.{unknown[0]}' for reader {d.reader}; expected some "
                 f"of: {', '.join(sorted(reader_options(d.reader)))}"
             )
+        if d.reader == "synthetic" and "n" in d.options:
+            _check_synthetic_counts(d.options["n"], d.splits)
         if not 0.0 < d.val_fraction < 1.0:
             raise UserInputError(f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
         for key in ("batch_size", "eval_batch_size", "stats_samples"):
@@ -362,6 +364,28 @@ class FinetuneConfig:
         if not self.adapt.plain:  # not installed: one line naming the installed methods
             get_adaptation(self.adapt.method)
         return self
+
+
+def _check_synthetic_counts(n: Any, splits: SplitNames) -> None:
+    """``data.options.n`` of the synthetic reader: a positive count, or one per split name.
+
+    A key that is no split would be ignored silently (the split keeps its default size); the
+    usual cause is YAML's ``{train:16}``, which is the key ``"train:16"``, not ``train: 16``.
+    """
+    used = [name for name in (splits.train, splits.val, splits.test) if name is not None]
+    names = list(dict.fromkeys(["train", "val", "test", *used]))  # a base's val stays valid
+    counts = n if isinstance(n, Mapping) else {name: n for name in used}
+    unknown = sorted(str(key) for key in counts if key not in names)
+    if unknown:
+        raise UserInputError(
+            f"unknown split {unknown[0]!r} in data.options.n; expected counts for some of: "
+            f"{', '.join(names)} (in YAML write {{train: 16}}, with a space after the colon)"
+        )
+    for name, count in counts.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise UserInputError(
+                f"data.options.n.{name} must be a positive number of samples, got {count!r}"
+            )
 
 
 def _positive(key: str, value: float) -> None:

@@ -261,7 +261,18 @@ def _curve(out: Path, metrics_csv: Path, primary: str) -> Path | None:
     return path
 
 
-def _confusion_png(out: Path, counts: torch.Tensor, classes: tuple[str, ...]) -> Path:
+def _confusion_png(
+    out: Path,
+    counts: torch.Tensor,
+    classes: tuple[str, ...],
+    columns: tuple[str, ...] | None = None,
+) -> Path:
+    """``OUT/confusion_matrix.png``: each row's counts as shares of the row.
+
+    ``columns`` ``None``: a ``[K, K]`` confusion matrix (true rows, predicted columns); else the
+    column names of per-label counts (multi-label: true positives, false positives, false
+    negatives of each label).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -269,15 +280,18 @@ def _confusion_png(out: Path, counts: torch.Tensor, classes: tuple[str, ...]) ->
 
     rows = counts.double()
     share = rows / rows.sum(1, keepdim=True).clamp_min(1)
-    k = len(classes)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * k, 1.0 + 0.6 * k), dpi=110)
-    ax.imshow(share.numpy(), cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(k), classes, rotation=45, ha="right")
-    ax.set_yticks(range(k), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    k, m = share.shape
+    labels = [_short(c) for c in classes]  # BigEarthNet's names run to 80 characters
+    names = labels if columns is None else list(columns)
+    margin = 0.07 * max(len(n) for n in labels)  # inches for the row labels
+    fig, ax = plt.subplots(figsize=(margin + 1.2 + 0.7 * max(m, 4), 1.0 + 0.6 * k), dpi=110)
+    ax.imshow(share.numpy(), cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(m), names, rotation=45, ha="right")
+    ax.set_yticks(range(k), labels)
+    ax.set_xlabel("predicted" if columns is None else "outcome (threshold 0.5)")
+    ax.set_ylabel("true" if columns is None else "label")
     for i in range(k):
-        for j in range(k):
+        for j in range(m):
             ax.text(
                 j,
                 i,
@@ -287,7 +301,11 @@ def _confusion_png(out: Path, counts: torch.Tensor, classes: tuple[str, ...]) ->
                 color="white" if share[i, j] > 0.5 else "black",
                 fontsize=8,
             )
-    ax.set_title("test confusion (rows sum to 1)")
+    ax.set_title(
+        "test confusion (rows sum to 1)"
+        if columns is None
+        else "test outcomes per label\n(rows sum to 1)"
+    )
     fig.tight_layout()
     path = out / "confusion_matrix.png"
     with atomic_file(path) as tmp:
@@ -314,6 +332,46 @@ def _per_class(metrics: Mapping[str, float], classes: tuple[str, ...]) -> list[s
         cells = [per[n].get(cls, math.nan) for n in names]
         lines.append(f"| {cls} | " + " | ".join(_num(v) for v in cells) + " |")
     return lines
+
+
+def _short(name: str, width: int = 32) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+#: Metrics that count something: shown as whole numbers.
+_COUNTS = frozenset({"map_classes_absent", "ece_bins"})
+
+
+def _metric(key: str, value: Any) -> str:
+    if key in _COUNTS and isinstance(value, (int, float)) and math.isfinite(value):
+        return str(int(value))
+    return _num(value)
+
+
+def _map_left_out(
+    metrics: Mapping[str, float], classes: tuple[str, ...], counts: torch.Tensor | None
+) -> list[str]:
+    """The sentence saying which labels the mAP left out (no positive test sample), if any.
+
+    ``counts``: the multi-label ``[K, 3]`` true positive / false positive / false negative
+    counts; a label with no true positive and no false negative has no positive sample.
+    """
+    absent = metrics.get("map_classes_absent")
+    if absent is None or not math.isfinite(absent) or absent < 1:
+        return []
+    named = ""
+    if counts is not None and len(classes) == counts.shape[0]:
+        names = [c for c, row in zip(classes, counts, strict=True) if row[0] + row[2] == 0]
+        if len(names) == int(absent):
+            named = f" ({'; '.join(names)})"
+    n = int(absent)
+    return [
+        f"mAP is the mean over the {len(classes) - n} of {len(classes)} labels with a positive "
+        f"test sample: {n} label{'s' if n != 1 else ''}{named} had none and "
+        f"{'are' if n != 1 else 'is'} left out (an average precision without positives is "
+        "undefined; `thinkingearth.tasks.metrics`).",
+        "",
+    ]
 
 
 def _num(value: Any) -> str:
@@ -369,9 +427,12 @@ def write_report(
         "",
         "| metric | value |",
         "|---|---|",
-        *[f"| {k} | {_num(v)} |" for k, v in metrics.items() if "/" not in k],
+        *[f"| {k} | {_metric(k, v)} |" for k, v in metrics.items() if "/" not in k],
         "",
     ]
+    lines += _map_left_out(
+        metrics, classes, confusion if config.task.kind == "multilabel" else None
+    )
     if domains is not None:
         lines += [domains.rstrip(), ""]
     table = _per_class(metrics, classes)
@@ -381,8 +442,13 @@ def write_report(
     if curve is not None:
         lines += ["## Training", "", f"![training curve]({curve.name})", ""]
     if confusion is not None and config.task.kind == "multilabel":
+        png = _confusion_png(
+            out, confusion, classes, ("true positive", "false positive", "false negative")
+        )
         lines += [
             "## Label counts on the test split (threshold 0.5)",
+            "",
+            f"![confusion matrix]({png.name})",
             "",
             "| label | true positives | false positives | false negatives |",
             "|---|---|---|---|",

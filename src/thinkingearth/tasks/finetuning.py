@@ -53,7 +53,14 @@ SIGKILL and resumed trains on the same batches as an uninterrupted one. Every fi
 a temporary sibling and renamed into place. SIGTERM stops training after the current step with a
 checkpoint of it (exit status 143), for ``--resume``. An ``OUT`` holding a run is refused unless
 ``--resume`` or ``--overwrite`` (which deletes that run's files, :data:`RUN_OUTPUTS`, once the
-new run's data and model are checked).
+new run's data and model are checked). A finished run resumed with a raised ``--max-steps``
+trains on to the new end; its cosine is then the one planned for the new end (``pretrain``
+stretches its schedule continuously; fine-tuning does not).
+
+With ``--devices N > 1`` (DDP), Lightning runs the command again for ranks 1 to N-1; each process
+draws its share of every step's global batch (``N x data.batch_size``) from ``(seed, step)``;
+rank 0 alone keeps the best weights, tests and writes ``OUT``, the other processes end after
+training.
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -80,6 +88,7 @@ from thinkingearth.errors import UserInputError
 from thinkingearth.fileio import atomic_file, check_writable_parent, remove_outputs
 from thinkingearth.tasks.finetune_config import (
     FinetuneConfig,
+    SplitNames,
     TrainerSection,
     load_finetune_config,
 )
@@ -189,7 +198,8 @@ class StepBatchSampler(Sampler[list[int]]):
         steps: Batches in total (the run's ``max_steps``).
         seed: Seed of the permutations.
         start: First step to yield.
-        rank: This process's rank.
+        rank: This process's rank; ``None``: ``torch.distributed``'s rank when batches are
+            drawn (0 without a process group), for a sampler built before DDP starts.
         world: Number of processes.
     """
 
@@ -200,16 +210,27 @@ class StepBatchSampler(Sampler[list[int]]):
         steps: int,
         seed: int,
         start: int = 0,
-        rank: int = 0,
+        rank: int | None = 0,
         world: int = 1,
     ) -> None:
         """Keep the settings."""
         if n < 1 or batch_size < 1:
             raise ValueError(f"need samples and a positive batch size; got {n}, {batch_size}")
         self.n, self.batch_size, self.steps = int(n), int(batch_size), int(steps)
-        self.seed, self.start, self.rank, self.world = int(seed), int(start), int(rank), int(world)
+        self.seed, self.start, self.world = int(seed), int(start), int(world)
+        self.given_rank = None if rank is None else int(rank)
         self._global = self.batch_size * self.world
         self._perms: dict[int, list[int]] = {}
+
+    @property
+    def rank(self) -> int:
+        """This process's rank (the given one, else ``torch.distributed``'s)."""
+        if self.given_rank is not None:
+            return self.given_rank
+        distributed = torch.distributed
+        if distributed.is_available() and distributed.is_initialized():
+            return int(distributed.get_rank())
+        return 0
 
     def __len__(self) -> int:
         # The whole epoch, also when resuming: Lightning counts the restored batches in it.
@@ -240,6 +261,15 @@ class _Splits:
     val_source: str
 
 
+def _ddp_child() -> bool:
+    """Whether this process is one that Lightning's DDP launcher started for rank 1 and up.
+
+    Lightning runs the same command again for each further device, with ``LOCAL_RANK`` (and
+    ``NODE_RANK`` across machines) set; such a process trains only.
+    """
+    return any(int(os.environ.get(key, "0") or 0) > 0 for key in ("LOCAL_RANK", "NODE_RANK"))
+
+
 def _size(dataset: Dataset[Any]) -> int:
     return len(dataset)  # type: ignore[arg-type]
 
@@ -252,12 +282,22 @@ def _open_splits(config: FinetuneConfig, log: Callable[[str], None]) -> _Splits:
     val: Dataset[dict[str, Any]] | None = None
     reason = "the config asks for it (data.splits.val: null)"
     if d.splits.val is not None:
+        # Only the default name falls back to a hold-out when the reader has no such split (or
+        # it is empty on disk); a split the config names must exist, so a typo is not silent.
+        named = d.splits.val != SplitNames().val
         try:
             val = open_split(d.reader, d.root, d.splits.val, d.options)
             if _size(val) == 0:
                 val, reason = None, f"split {d.splits.val} has no samples"
         except UserInputError as error:
+            if named:
+                raise UserInputError(f"data.splits.val {d.splits.val}: {error}") from None
             reason = str(error)
+        if val is None and named:
+            raise UserInputError(
+                f"split {d.splits.val} of {where} has no samples (data.splits.val; null holds "
+                "out part of the training split instead)"
+            )
     for name, split in ((d.splits.train, train), (d.splits.test, test)):
         if _size(split) == 0:
             raise UserInputError(f"split {name} of {where} has no samples")
@@ -584,7 +624,7 @@ class _PairedBatches(Sampler[list[tuple[int, int | None]]]):
                 source.steps,
                 source.seed + 7919,  # another stream than the source order
                 source.start,
-                source.rank,
+                source.given_rank,
                 source.world,
             )
         )
@@ -674,7 +714,11 @@ def _fit(
     n = _size(train)
     batch = max(1, min(config.data.batch_size, n))
     # The data order is a function of (seed, step): a resumed run starts at its step.
-    sampler = StepBatchSampler(n, batch, t.max_steps, config.seed, start=start)
+    # With DDP each process takes its share of each step's global batch; the rank is known only
+    # once the processes run, so the sampler asks torch.distributed when it draws.
+    sampler = StepBatchSampler(
+        n, batch, t.max_steps, config.seed, start=start, rank=None, world=t.devices
+    )
     loader: DataLoader[Any]
     if isinstance(trained, TaskModule):
         loader = DataLoader(
@@ -692,10 +736,14 @@ def _fit(
     val_every = min(t.val_every, t.max_steps)
     trainer = L.Trainer(
         max_steps=t.max_steps,
-        max_epochs=1,
+        # The whole run is one pass of the sampler; no epoch limit, so a finished run resumed
+        # with a raised max_steps trains on (Lightning's restored loop has ended epoch 0).
+        max_epochs=-1,
         accelerator=t.accelerator,
         devices=t.devices,
-        strategy="ddp" if t.devices > 1 else "auto",
+        # The any-sensor encoder leaves parts unused per batch (e.g. the variable hypernetwork
+        # on spectral bands), which plain DDP refuses after the first step.
+        strategy="ddp_find_unused_parameters_true" if t.devices > 1 else "auto",
         precision=t.precision,
         callbacks=[
             StepCheckpoint(folder, t.checkpoint_every, t.keep_checkpoints),
@@ -728,9 +776,16 @@ def _fit(
             weights_only=True,
         )
     steps = int(trainer.global_step)
-    if best.validated_at != steps and trainer.is_global_zero:
-        # The last steps were not validated (max_steps not a multiple of val_every).
+    # The last steps were not validated (max_steps not a multiple of val_every). Only rank 0
+    # keeps the best weights, so it decides; with DDP every process must take part.
+    if trainer.strategy.broadcast(best.validated_at != steps, src=0):
         trainer.validate(trained, dataloaders=_eval_loader(config, val), verbose=False)
+    distributed = torch.distributed
+    if distributed.is_available() and distributed.is_initialized():
+        # Training is over: rank 0 tests and writes alone, so its metrics must not wait for
+        # the other processes (which end after this).
+        distributed.barrier()
+        distributed.destroy_process_group()
     return steps
 
 
@@ -835,6 +890,7 @@ def resolve_config(
     devices: int | None = None,
     adapt: str | None = None,
     oracle: bool | None = None,
+    encoder_overrides: Mapping[str, Any] | None = None,
 ) -> FinetuneConfig:
     """The configuration with the command line's overrides merged in, validated.
 
@@ -851,6 +907,9 @@ def resolve_config(
         devices: ``trainer.devices``.
         adapt: ``adapt.method`` (``none`` for source-only training).
         oracle: ``split.oracle``.
+        encoder_overrides: ``model.overrides`` for ``encoder``: the configuration's own describe
+            its own encoder and are dropped with ``encoder``; these (the command line's
+            ``--set model.overrides...``) are kept.
 
     Raises:
         UserInputError: For an unknown name, a bad file or an invalid result.
@@ -884,7 +943,7 @@ def resolve_config(
 
     data = merge(config.to_dict(), overrides)
     if encoder is not None:  # the config's overrides describe its own registry encoder
-        data["model"]["overrides"] = {}
+        data["model"]["overrides"] = dict(encoder_overrides or {})
     return finetune_config_from_dict(data)
 
 
@@ -1046,7 +1105,7 @@ def finetune(
         trained = _wrap(adaptation, module, config)
     pairs = unlabelled if adaptation is not None and adaptation.during_training else None
     say(
-        f"[finetune] {len(train)} training samples ({config.fraction:g} of "
+        f"[finetune] {len(train)} training samples (label fraction {config.fraction:g} of "
         f"{_size(train_all)}), {_size(val)} validation ({splits.val_source}), {_size(test)} "
         f"test; {sensor} {len(bands)} bands, {size} px; {model_name}, {config.protocol}"
     )
@@ -1060,13 +1119,16 @@ def finetune(
         for note in notes:
             say(f"[finetune] {note}")
 
-    if overwrite:
+    child = config.trainer.devices > 1 and _ddp_child()  # (LOCAL_RANK alone may be a cluster's)
+    if overwrite and not child:
         for path in remove_outputs(out, RUN_OUTPUTS):
             say(f"[finetune] --overwrite: deleted {path}")
     out.mkdir(parents=True, exist_ok=True)
-    _write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    if not child:  # rank 0 owns OUT; the other processes only train
+        _write_text(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     if resumed_from is not None:
-        truncate_metrics(out / "logs" / "csv" / "metrics.csv", resumed_from)
+        if not child:
+            truncate_metrics(out / "logs" / "csv" / "metrics.csv", resumed_from)
         say(f"[finetune] resuming from {ckpt_path.name} (step {resumed_from})")  # type: ignore[union-attr]
 
     t = config.trainer
@@ -1087,6 +1149,10 @@ def finetune(
             log=log,
             say=say,
         )
+        if child:
+            # Lightning started this process (the command run again) to train its share of
+            # each batch; rank 0 selects, scores and writes the model, so this one ends here.
+            raise SystemExit(0)
         if best.value is not None:
             best.restore(module)
         else:
