@@ -27,6 +27,7 @@ REPO = "test-org/tiny-dofa"
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 FILENAME = "DOFA_ViT_tiny_e1.pth"
 S1_WAVELENGTHS_UM = [5.405, 5.405]  # DOFA's Sentinel-1 convention (see test_exactness.py)
+_UNRESOLVABLE_HOST = published._unresolvable_host  # before the autouse fixture patches it
 
 
 def _one_line(error: pytest.ExceptionInfo[BaseException]) -> str:
@@ -76,6 +77,7 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         raise AssertionError(f"hf_hub_download called: {kwargs}")
 
     monkeypatch.setattr(published, "hf_hub_download", no_network)
+    monkeypatch.setattr(published, "_unresolvable_host", lambda: None)  # a patched download runs
 
 
 @pytest.fixture
@@ -290,11 +292,54 @@ def test_network_error_becomes_one_line(
     assert "cannot reach the Hub" in message and str(tmp_path / "weights") in message
 
 
+def test_no_network_fails_at_once_and_the_hub_retry_warnings_stay_quiet(
+    monkeypatch: pytest.MonkeyPatch, entry: PublishedWeights, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """huggingface_hub retries for ~25 s printing two lines per try; the user gets one line."""
+    import logging
+    import socket
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    for variable in published._PROXY_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(published, "_unresolvable_host", _UNRESOLVABLE_HOST)  # the real check
+
+    def no_dns(*args: object, **kwargs: object) -> object:
+        raise socket.gaierror(-2, "Name or service not known")
+
+    # No DNS: one line at once, and the download (which would retry) is never called.
+    monkeypatch.setattr(published.socket, "getaddrinfo", no_dns)
+    with pytest.raises(WeightsUnavailableError) as info:
+        load("tiny_dofa")
+    assert "huggingface.co does not resolve" in _one_line(info)
+
+    # A name that resolves but a failing download: the hub's warnings are not shown.
+    monkeypatch.setattr(published.socket, "getaddrinfo", lambda *a, **k: [])
+
+    def retrying(**kwargs: object) -> str:
+        logging.getLogger("huggingface_hub.utils._http").warning("Retrying in 1s [Retry 1/5].")
+        raise OSError("connection reset")
+
+    monkeypatch.setattr(published, "hf_hub_download", retrying)
+    with pytest.raises(WeightsUnavailableError, match="connection reset"):
+        load("tiny_dofa")
+    assert "Retrying" not in capfd.readouterr().err
+    assert logging.getLogger("huggingface_hub").level != logging.ERROR  # restored
+
+
 def test_unknown_names(tmp_path: Path) -> None:
     with pytest.raises(UserInputError) as info:
         load("no_such_weights")
     message = _one_line(info)
     assert "does not exist" in message and "copernicusfm_base" in message and "path" in message
+    # A pretraining run's folder, or its file without the suffix: not "does not exist".
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "encoder.safetensors").write_bytes(b"")
+    for given in (run, run / "encoder"):
+        with pytest.raises(UserInputError) as info:
+            load(given)
+        assert f"did you mean {run / 'encoder.safetensors'}?" in _one_line(info)
     with pytest.raises(UserInputError) as info:
         load("thinkingearth_vit_tiny")
     assert "architecture" in _one_line(info) and "create_encoder" in str(info.value)

@@ -9,7 +9,8 @@ This module is the one home for these facts. ``thinkingearth.models.load("dofa_b
    with ``huggingface_hub`` is found: the pinned revision first, then any other cached revision;
 3. a download with :func:`huggingface_hub.hf_hub_download` into that cache, unless
    ``HF_HUB_OFFLINE=1``. With no file and no network the error is one line that names the file
-   and the folder to put it in.
+   and the folder to put it in: a machine that cannot resolve the hub's host is told at once
+   (not after huggingface_hub's retries), and the hub's retry warnings are not printed.
 
 The file's SHA-256 is checked before anything reads it; a mismatch is a one-line error and the
 file is not loaded. Then the file goes through the same import as ``load(path)``
@@ -40,12 +41,17 @@ digest must start with it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import logging
 import os
 import re
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, get_args
+from urllib.parse import urlsplit
 
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
@@ -281,6 +287,16 @@ def unknown_name_error(name: str) -> UserInputError:
             f"{name!r} is an architecture (random initialisation: create_encoder({name!r})), "
             f"not published weights; load() takes a checkpoint path or one of: {names}"
         )
+    path = Path(name)
+    stem = path.with_name(path.name + ".safetensors")
+    if path.is_dir() or stem.is_file():
+        found = stem if stem.is_file() else path / "encoder.safetensors"
+        hint = f"; did you mean {found}?" if found.is_file() else ""
+        what = "is a folder" if path.is_dir() else "is not a file"
+        return UserInputError(
+            f"checkpoint {name} {what}; expected a checkpoint file (.safetensors with its .json, "
+            f"or .pth/.ckpt){hint}"
+        )
     return UserInputError(
         f"checkpoint {name} does not exist and is not a published weights name; expected a "
         f"checkpoint path or one of: {names} (see `thinkingearth weights list`)"
@@ -434,16 +450,54 @@ def _download_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+def _unresolvable_host() -> str | None:
+    """The hub's host name when it does not resolve (no network), else ``None``.
+
+    huggingface_hub retries a failed request five times over about 25 s, logging two lines per
+    try; a machine that cannot even resolve the host is told so at once. Behind a proxy the
+    proxy resolves names, so nothing is checked here.
+    """
+    if any(os.environ.get(variable) for variable in _PROXY_VARIABLES):
+        return None
+    host = urlsplit(hf_constants.ENDPOINT).hostname
+    if not host:
+        return None
+    try:
+        socket.getaddrinfo(host, 443)
+    except (socket.gaierror, UnicodeError):
+        return host
+    return None
+
+
+@contextlib.contextmanager
+def _hub_warnings_silenced() -> Iterator[None]:
+    """huggingface_hub's retry warnings off for one call: its failure becomes our one line."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(level)
+
+
 def _download(entry: PublishedWeights) -> Path:
     if _offline():
         raise _unavailable(entry, "downloads are off (HF_HUB_OFFLINE=1)")
+    host = _unresolvable_host()
+    if host is not None:
+        raise _unavailable(entry, f"the download failed (no network: {host} does not resolve)")
     try:
-        path = hf_hub_download(
-            repo_id=entry.repo_id,
-            filename=entry.filename,
-            revision=entry.revision,
-            cache_dir=hub_cache_dir(),
-        )
+        with _hub_warnings_silenced():
+            path = hf_hub_download(
+                repo_id=entry.repo_id,
+                filename=entry.filename,
+                revision=entry.revision,
+                cache_dir=hub_cache_dir(),
+            )
     except _download_errors() as error:
         raise _unavailable(entry, f"the download failed ({_first_line(error)})") from None
     return Path(path)
