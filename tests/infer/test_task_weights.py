@@ -244,6 +244,10 @@ def test_weights_errors_are_one_line(
         capsys,
         "not a readable safetensors file",
     )
+    step = tmp_path / "run" / "checkpoints" / "step-00000004.ckpt"
+    _one_line_error(  # a finetune run's resume checkpoint given for its model
+        [*flood_argv, "--weights", str(step)], capsys, str(tmp_path / "run" / "model.safetensors")
+    )
     foreign = tmp_path / "foreign"
     foreign.with_suffix(".safetensors").write_bytes(data)
     foreign.with_suffix(".json").write_text('{"format": "something"}')

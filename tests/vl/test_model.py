@@ -12,6 +12,7 @@ from vl_helpers import tiny_vl_model
 
 from thinkingearth.data.synthetic import SyntheticCopernicus
 from thinkingearth.errors import UserInputError
+from thinkingearth.models.weights import CheckpointFormatError
 from thinkingearth.vl.model import VLModel, load_vl_model, save_vl_model
 
 SENSORS = (
@@ -146,9 +147,29 @@ def test_tuned_text_weights_live_in_the_model_file(tmp_path: Path, tiny_st: Path
         assert float((fresh.encode_text(texts) - loaded.encode_text(texts)).abs().max()) > 1e-3
 
 
+def test_loading_a_text_encoder_draws_no_bar_unless_verbose(
+    tiny_st: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from thinkingearth.output import use_verbosity
+    from thinkingearth.vl.text import load_text_encoder
+
+    spec = f"sentence-transformers:{tiny_st}"  # trainable: loaded afresh, never cached
+    for level in ("quiet", "normal"):
+        with use_verbosity(level):  # type: ignore[arg-type]
+            load_text_encoder(spec, trainable=True)
+        assert "Loading weights" not in capsys.readouterr().err, level
+    with use_verbosity("verbose"):
+        load_text_encoder(spec, trainable=True)
+    assert "Loading weights" in capsys.readouterr().err
+
+
 def test_bad_model_files_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match=r"does not exist"):
         load_vl_model(tmp_path)
+    step = tmp_path / "run" / "checkpoints" / "step-00000100.ckpt"
+    with pytest.raises(CheckpointFormatError, match=r"training checkpoint") as info:
+        load_vl_model(step)  # what a VL pretrain run leaves besides its model
+    assert str(tmp_path / "run" / "vl_model.safetensors") in str(info.value)
     model = tiny_vl_model()
     save_vl_model(model, tmp_path / "vl_model")
     other = tmp_path / "other"
@@ -159,6 +180,11 @@ def test_bad_model_files_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match=r"different saves") as info:
         load_vl_model(other)
     assert "\n" not in str(info.value)
+    # a truncated copy (an interrupted download) says so, not "another save"
+    (other / "vl_model.safetensors").write_bytes(tensors[: len(tensors) // 2])
+    with pytest.raises(CheckpointFormatError, match=r"truncated or damaged") as info:
+        load_vl_model(other)
+    assert "\n" not in str(info.value) and "different saves" not in str(info.value)
     (other / "vl_model.json").write_text("{not json")
     with pytest.raises(UserInputError, match=r"not a readable JSON"):
         load_vl_model(other)

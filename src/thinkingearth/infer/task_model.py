@@ -245,6 +245,12 @@ def load_task(
         raise UserInputError(
             f"unknown precision {precision!r}; expected one of: {', '.join(PRECISIONS)}"
         )
+    if Path(path).suffix == ".ckpt":  # a run's checkpoints/step-*.ckpt, an easy mix-up
+        run = Path(path).parent.parent if Path(path).parent.name == "checkpoints" else Path("OUT")
+        raise CheckpointFormatError(
+            f"{path} is a training checkpoint (what --resume reads), not a task model; a "
+            f"finetune run's model is {run / 'model.safetensors'} (written when the run ends)"
+        )
     ckpt: TaskCheckpoint = load_task_module(path)
     if ckpt.kind not in ("segmentation", "change"):
         raise CheckpointFormatError(

@@ -36,6 +36,7 @@ from thinkingearth.errors import UserInputError
 from thinkingearth.models import Encoder, EncoderConfig
 from thinkingearth.models.weights import (
     LANGUAGE_TABLE_KEY,
+    CheckpointFormatError,
     pack_language_table,
     unpack_language_table,
 )
@@ -372,6 +373,12 @@ def load_vl_model(path: str | Path, *, device: str | torch.device = "cpu") -> VL
             tensors that do not match the JSON (another file's hash, or other shapes), or a
             text encoder that cannot be loaded or whose width differs from the recorded one.
     """
+    if Path(path).suffix == ".ckpt":  # a VL pretrain run's checkpoints/step-*.ckpt
+        run = Path(path).parent.parent if Path(path).parent.name == "checkpoints" else Path("OUT")
+        raise CheckpointFormatError(
+            f"{path} is a training checkpoint (what --resume reads), not a vision-language "
+            f"model; a VL pretrain run's model is {run / 'vl_model.safetensors'} (or give {run})"
+        )
     tensors_path, json_path = _paths(path)
     for needed in (json_path, tensors_path):
         if not needed.is_file():
@@ -386,17 +393,20 @@ def load_vl_model(path: str | Path, *, device: str | torch.device = "cpu") -> VL
     if not isinstance(header, dict) or header.get("format") != VL_FORMAT:
         found = header.get("format") if isinstance(header, dict) else type(header).__name__
         raise UserInputError(f"{json_path}: expected format {VL_FORMAT!r}, found {found!r}")
+    # Read first: a truncated or damaged file is that, not "another save" by its hash.
+    try:
+        tensors = load_file(str(tensors_path))
+    except Exception as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointFormatError(
+            f"{tensors_path}: not a readable safetensors file, truncated or damaged ({first})"
+        ) from None
     sha = _sha256(tensors_path)
     if header.get("weights_sha256") not in (None, sha):
         raise UserInputError(
             f"{tensors_path} does not match {json_path.name} (SHA-256 {sha[:12]}..., the JSON "
             f"records {str(header['weights_sha256'])[:12]}...): the files come from different saves"
         )
-    try:
-        tensors = load_file(str(tensors_path))
-    except Exception as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserInputError(f"{tensors_path}: not a readable safetensors file ({first})") from None
     try:
         text_info = header["text"]
         text = load_text_encoder(str(text_info["spec"]), trainable=bool(text_info["trainable"]))
