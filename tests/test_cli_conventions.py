@@ -78,6 +78,21 @@ def test_short_help_on_the_app_and_every_command(
         assert re.search(r"--quiet\s+-q\s", short) and re.search(r"--verbose\s+-v\s", short), path
 
 
+def test_every_command_that_prints_a_result_has_json() -> None:
+    root = typer.main.get_command(app)
+    without = []
+    for path in _command_paths():
+        command = root
+        for name in path:
+            command = command.commands[name]  # type: ignore[attr-defined]
+        if getattr(command, "commands", None) is not None:
+            continue  # a group prints no result of its own
+        if not any(p.name == "as_json" for p in command.params):
+            without.append(" ".join(path))
+    # `weights fetch` prints one bare path, for $(...): already what a script reads
+    assert without == ["weights fetch"]
+
+
 def test_boolean_flags_show_as_plain_flags(wide: None, capsys: pytest.CaptureFixture[str]) -> None:
     pretrain = _help(["pretrain", "-h"], capsys)
     assert re.search(r"--resume\s+Continue from the latest checkpoint", pretrain)
@@ -305,6 +320,7 @@ def test_predict_and_synth_json(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert captured.err == ""
     summary = json.loads(captured.out)
     assert summary["path"] == str(out) and out.is_file()
+    assert summary["uncertainty"] == str(tmp_path / "water_uncertainty.tif")
     assert summary["valid_fraction"] == pytest.approx(1.0)
     fractions = summary["class_fractions"]
     assert set(fractions) == {"land", "water"}
@@ -353,11 +369,12 @@ def test_list_each_kind_as_text_and_json(capsys: pytest.CaptureFixture[str]) -> 
     from thinkingearth.pretrain.config import list_configs
     from thinkingearth.sensors import SENSORS
     from thinkingearth.tasks.finetune_config import list_finetune_configs
+    from thinkingearth.vl.modality_gap import list_patching_configs
 
     expected = {
         "models": list_models(),
         "sensors": list(SENSORS),
-        "configs": [*list_configs(), *list_finetune_configs()],
+        "configs": [*list_configs(), *list_finetune_configs(), *list_patching_configs()],
         "suites": list_suites(),
         "weights": sorted(WEIGHTS),
     }
@@ -377,6 +394,9 @@ def test_list_each_kind_as_text_and_json(capsys: pytest.CaptureFixture[str]) -> 
     models = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"]}
     assert "dofa_base" in models["dofa_vit_base"]["weights"]
     assert models["thinkingearth_vit_tiny"]["embed_dim"] == 192
+    assert main(["list", "configs", "--json"]) == 0
+    configs = json.loads(capsys.readouterr().out)["configs"]
+    assert {c["command"] for c in configs} == {"pretrain", "finetune", "patch"}
     assert main(["list", "suites"]) == 0
     assert "_micro" not in capsys.readouterr().out  # test-only suites stay hidden
     assert main(["list", "bands"]) == 2
@@ -413,6 +433,17 @@ def test_set_overrides_printed_by_print_config(capsys: pytest.CaptureFixture[str
     # a named flag wins over --set of the same key
     assert main([*fine, "--set", "trainer.max_steps=9", "--max-steps", "4"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["trainer"]["max_steps"] == 4
+
+    # bench too: the suite's settings after --set and the flags that change them, no --out needed
+    bench = ["bench", "--suite", "_micro", "--print-config", "--set", "batch_size=4"]
+    assert main([*bench, "--set", "lr.finetune=5e-4", "--max-steps", "3"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["name"] == "_micro" and printed["tasks"] and printed["batch_size"] == 4
+    assert printed["lr"]["finetune"] == pytest.approx(5e-4) and printed["max_steps"] == 3
+    assert printed["lr"]["linear-probe"] == pytest.approx(5e-3)  # the rest is the suite's
+    assert main(["bench", "--suite", "_micro"]) == 2  # without --print-config, --out is needed
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out" in err
 
 
 @pytest.mark.parametrize(

@@ -64,8 +64,15 @@ def _tiny_pretrain(tmp_path: Path, max_steps: int) -> Path:
         "bench --suite _micro --models unet --seeds 1",
         "predict --task flood --weights no/model --pre no-pre.tif --post no-post.tif",
         "predict --task flood --scenes no-scenes --model threshold",
+        # the commands added later: no model or input exists, so a late check would say that
+        "shard --config tiny-synthetic",
+        "zeroshot --weights no/model --classes water,forest --image no.tif",
+        "zeroshot --weights no/model --classes water,forest --scenes no-scenes",
+        "embed --weights no/model --scenes no-scenes",
+        "search water --index no-index",
+        "patch --config synthetic-landcover --weights no/model",
     ],
-    ids=["synth", "demo", "pretrain", "finetune", "bench", "predict", "predict-scenes"],
+    ids=lambda command: command.split()[0] + ("-scenes" if "--scenes" in command else ""),
 )
 def test_an_unwritable_output_is_one_line_before_anything_else(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
@@ -74,10 +81,13 @@ def test_an_unwritable_output_is_one_line_before_anything_else(
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     out = blocker / "out"
-    if argv[0] == "predict" and "--scenes" not in argv:
+    flag = "--html" if argv[0] == "search" else "--out"
+    if argv[0] in ("predict", "zeroshot") and "--scenes" not in argv:
         out = out / "map.tif"
-    # Inputs that do not exist (predict) would be the first complaint if --out were checked late.
-    message = _error(main([*argv, "--out", str(out)]), capsys)
+    elif argv[0] == "search":
+        out = out / "hits.html"
+    # Inputs that do not exist would be the first complaint if the output were checked late.
+    message = _error(main([*argv, flag, str(out)]), capsys)
     assert str(blocker) in message and "not a folder" in message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
@@ -114,12 +124,16 @@ def test_predict_refuses_an_existing_map_unless_overwrite(
     assert str(out) in message and "--overwrite" in message
     assert out.stat().st_mtime_ns == stamp
     assert main([*argv, "--overwrite"]) == 0
-    # the quicklook is an output too: an unrelated PNG of that name is not replaced silently
-    for path in out.parent.iterdir():
-        if path.name != "flood.png":
+    # the quicklook, the QGIS styles and GDAL's class-names sidecar are outputs too: one of
+    # them left alone (a style edited by hand) is not replaced silently
+    written = {path.name: path.read_bytes() for path in out.parent.iterdir()}
+    for name in ("flood.png", "flood.qml", "flood_uncertainty.qml", "flood.tif.aux.xml"):
+        for path in out.parent.iterdir():
             path.unlink()
-    message = _error(main(argv), capsys)
-    assert "flood.png" in message and "--overwrite" in message
+        (out.parent / name).write_bytes(written[name])
+        message = _error(main(argv), capsys)
+        assert name in message and "--overwrite" in message
+        assert [p.name for p in out.parent.iterdir()] == [name]
 
 
 def test_demo_refuses_an_existing_folder_unless_overwrite(

@@ -244,11 +244,17 @@ def demo(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace a non-empty --out.")
     ] = False,
+    as_json: Json = False,
 ) -> None:
     """Run the whole loop on the synthetic world and write OUT/report.md with figures."""
     from thinkingearth.demo import run_demo
 
+    start = time.perf_counter()
     report = run_demo(out, seed=seed, quick=quick, overwrite=overwrite, log=output.info)
+    if as_json:
+        seconds = round(time.perf_counter() - start, 2)
+        output.print_json({"report": report, "out": report.parent, "seconds": seconds})
+        return
     typer.echo(f"report: {report}")
 
 
@@ -671,7 +677,7 @@ def predict(
 
     uncertainty_output = parse_uncertainty(uncertainty)
     # The output is checked before any model is loaded or pixel read.
-    from thinkingearth.fileio import check_new_file, check_writable_parent
+    from thinkingearth.fileio import check_writable_parent
 
     if scenes is not None:
         if out.exists() and not out.is_dir():
@@ -682,14 +688,9 @@ def predict(
 
         given = [Path(p) for p in (image, pre2, pre, post) if p is not None]
         check_output_path(out, given)  # an input is never an output, --overwrite or not
-        check_new_file(out, overwrite=overwrite, suffixes=(".tif", ".tiff"), what="GeoTIFF map")
-        from thinkingearth.infer.writers import uncertainty_path
+        from thinkingearth.infer.predictor import check_new_outputs
 
-        check_new_file(uncertainty_path(out), overwrite=overwrite, what="uncertainty GeoTIFF")
-        if quicklook:
-            from thinkingearth.infer.predictor import quicklook_path
-
-            check_new_file(quicklook_path(out), overwrite=overwrite, what="PNG quicklook")
+        check_new_outputs(out, quicklook=quicklook, overwrite=overwrite)  # sidecars too
     sar_units_option = parse_sar_units(sar_units)
     from thinkingearth.infer.predictor import resolve_device
     from thinkingearth.infer.task_model import PRECISIONS
@@ -803,6 +804,7 @@ def predict(
             )
             return
         from thinkingearth.infer.predictor import predict_scene
+        from thinkingearth.infer.writers import uncertainty_path
 
         if task == "flood":
             if pre is None or post is None:
@@ -832,6 +834,7 @@ def predict(
         output.print_json(
             {
                 "path": result_one.path,
+                "uncertainty": uncertainty_path(result_one.path),
                 "quicklook": result_one.quicklook,
                 "shape": result_one.shape,
                 "class_fractions": fractions,
@@ -914,7 +917,8 @@ def zeroshot(
         str,
         typer.Option(
             "--sar-units",
-            help="Units of SAR inputs: auto (decided from the values), linear (sigma0) or db.",
+            help="Units of SAR inputs: auto (decided from the values), linear (sigma0) or db; "
+            "case-insensitive. Stated units the values contradict are an error.",
         ),
     ] = "auto",
     date: Annotated[
@@ -961,11 +965,10 @@ def zeroshot(
     import warnings
 
     from thinkingearth.data.scene import Acquisition, parse_date, parse_sar_units
-    from thinkingearth.fileio import check_new_file
     from thinkingearth.infer.predictor import (
+        check_new_outputs,
         check_output_path,
         predict_scene,
-        quicklook_path,
         resolve_device,
     )
     from thinkingearth.infer.writers import uncertainty_path
@@ -994,10 +997,7 @@ def zeroshot(
         out = Path(f"{image.stem}_zeroshot.tif")
     # Outputs are checked before the model is loaded or a pixel read.
     check_output_path(out, [image])
-    check_new_file(out, overwrite=overwrite, suffixes=(".tif", ".tiff"), what="GeoTIFF map")
-    check_new_file(uncertainty_path(out), overwrite=overwrite, what="uncertainty GeoTIFF")
-    if quicklook:
-        check_new_file(quicklook_path(out), overwrite=overwrite, what="PNG quicklook")
+    check_new_outputs(out, quicklook=quicklook, overwrite=overwrite)  # sidecars too
     units = parse_sar_units(sar_units)
     torch_device = resolve_device(device)
     day = parse_date(date, "--date") if date is not None else None
@@ -1286,7 +1286,8 @@ def embed(
         str,
         typer.Option(
             "--sar-units",
-            help="With --scenes: units of SAR files: auto (decided per file), linear or db.",
+            help="With --scenes: units of SAR files: auto (decided per file), linear or db; "
+            "case-insensitive. Stated units the values contradict are an error.",
         ),
     ] = "auto",
     batch_size: Annotated[
@@ -1590,6 +1591,22 @@ def _suite_overrides(suite: Any, nested: Mapping[str, Any]) -> dict[str, Any]:
     return changes
 
 
+def _print_suite(spec: Any, **flags: Any) -> None:
+    """``bench --print-config``: the suite's settings as YAML, its tasks by name."""
+    import yaml
+
+    from thinkingearth.configfile import plain
+
+    changes = {key: value for key, value in flags.items() if value is not None}
+    if changes:
+        spec = dataclasses.replace(spec, **changes)
+    settings: dict[str, Any] = {"name": spec.name, "tasks": [t.name for t in spec.tasks]}
+    for field in dataclasses.fields(spec):
+        if field.name not in _SUITE_IDENTITY:
+            settings[field.name] = getattr(spec, field.name)
+    typer.echo(yaml.safe_dump(plain(settings), sort_keys=False).rstrip())
+
+
 @app.command()
 def bench(
     suite: Annotated[
@@ -1601,8 +1618,13 @@ def bench(
         ),
     ],
     out: Annotated[
-        Path, typer.Option("--out", help="Output folder; finished runs in it are not run again.")
-    ],
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Output folder; finished runs in it are not run again (required unless "
+            "--print-config).",
+        ),
+    ] = None,
     models: Annotated[
         str | None,
         typer.Option(
@@ -1684,6 +1706,14 @@ def bench(
             "(repeatable; the value is read as YAML).",
         ),
     ] = None,
+    print_config: Annotated[
+        bool,
+        typer.Option(
+            "--print-config",
+            help="Print the resolved suite settings (YAML, after --set, --max-steps and "
+            "--threads) and exit.",
+        ),
+    ] = False,
     as_json: Json = False,
 ) -> None:
     """Benchmark encoders and baselines: every task x model x protocol x label fraction x seed."""
@@ -1738,6 +1768,12 @@ def bench(
     if sets:
         base = get_suite(suite, data_root)
         spec = get_suite(suite, data_root, **_suite_overrides(base, dotted_overrides(sets)))
+    if print_config:
+        resolved = spec if not isinstance(spec, str) else get_suite(suite, data_root)
+        _print_suite(resolved, max_steps=max_steps, threads=threads)
+        return
+    if out is None:  # only --print-config runs without it
+        raise UserInputError("bench needs --out FOLDER, where results.csv and report.md go")
     result = run_bench(
         spec,
         models,
@@ -1864,6 +1900,16 @@ def _configs_listing() -> tuple[list[dict[str, Any]], list[tuple[str, ...]]]:
         )
         records.append({"command": "finetune", "name": name, "what": what})
         rows.append(("finetune", name, what))
+    from thinkingearth.vl.modality_gap import list_patching_configs, load_patching_config
+
+    for name in list_patching_configs():
+        patching = load_patching_config(name)
+        what = (
+            f"patch a VL model on synthetic {patching.task} ({patching.sensor}), controls "
+            f"{', '.join(patching.controls) or '-'}; weights {patching.weights}"
+        )
+        records.append({"command": "patch", "name": name, "what": what})
+        rows.append(("patch", name, what))
     return records, rows
 
 

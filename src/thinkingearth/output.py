@@ -31,6 +31,7 @@ __all__ = [
     "Verbosity",
     "info",
     "jsonable",
+    "loading_bars_hidden",
     "print_json",
     "table",
     "use_verbosity",
@@ -79,6 +80,32 @@ def use_verbosity(level: Verbosity) -> Iterator[None]:
             if handler is not None:
                 logger.removeHandler(handler)
                 logger.setLevel(old_level)
+
+
+@contextmanager
+def loading_bars_hidden() -> Iterator[None]:
+    """Within the block, transformers draws no ``Loading weights`` bar, unless ``verbose``.
+
+    Loading a text encoder (sentence-transformers over transformers) draws that bar on standard
+    error in every command that embeds words, ``-q`` included: library noise, as Lightning's
+    banners are. The previous setting comes back afterwards (``weights fetch`` keeps the
+    download bar of huggingface_hub, which transformers' switch also turns off).
+    """
+    if _current == "verbose":
+        yield
+        return
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:  # no transformers: no bar to hide
+        yield
+        return
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
 
 
 def info(message: str) -> None:

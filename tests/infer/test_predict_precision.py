@@ -179,7 +179,9 @@ def test_int8_class_maps_agree_with_fp32(
     argv += ["--weights", str(landcover), "--tile", "48", "--overlap", "8", "--no-quicklook"]
     fp32, int8 = tmp_path / "fp32.tif", tmp_path / "int8.tif"
     assert main([*argv, "--out", str(fp32)]) == 0
+    capsys.readouterr()
     assert main([*argv, "--out", str(int8), "--precision", "int8", "--device", "cpu"]) == 0
+    assert "on cpu, int8 encoder)" in capsys.readouterr().err  # it says what it runs
     a, b = _classes(fp32), _classes(int8)
     valid = a != 255
     assert valid.mean() > 0.5 and np.array_equal(valid, b != 255)

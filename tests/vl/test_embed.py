@@ -145,6 +145,52 @@ def test_rerun_adds_new_files_only(
     )
 
 
+def test_a_stopped_update_leaves_no_thumbnail_outside_the_index(
+    model_dir: tuple[Path, Any],
+    scenes: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import thinkingearth.vl.embed as embed_module
+    from thinkingearth.stopping import Terminated
+
+    weights, _ = model_dir
+    out = tmp_path / "idx"
+    argv = ["embed", "--weights", str(weights), "--scenes", str(scenes), "--out", str(out)]
+    code, _, err = _run([*argv, "--sensors", "s1", "--workers", "1", "-q"], capsys)
+    assert code == 0, err
+    before = sorted((out / "thumbnails").iterdir())
+
+    def stopped(*args: Any, **kwargs: Any) -> Any:  # a worker finished a file, then SIGTERM
+        Image.new("RGB", (4, 4)).save(out / "thumbnails" / "written-by-a-worker.png")
+        raise Terminated("stopped by SIGTERM")
+
+    monkeypatch.setattr(embed_module, "_scene_rows", stopped)
+    with pytest.raises(Terminated):
+        embed(weights, out, scenes=scenes, workers=1)
+    assert sorted((out / "thumbnails").iterdir()) == before
+
+
+def test_sentinel2_reflectance_where_digital_numbers_are_expected_warns(
+    model_dir: tuple[Path, Any], scenes: Path, tmp_path: Path
+) -> None:
+    import rasterio
+
+    from thinkingearth.data.scene import ReflectanceScaleWarning
+
+    weights, _ = model_dir
+    folder = tmp_path / "reflectance"
+    folder.mkdir()
+    with rasterio.open(scenes / "scene_00000" / "s2.tif") as src:
+        profile = {**src.profile, "dtype": "float32", "nodata": None}
+        with rasterio.open(folder / "s2.tif", "w", **profile) as dst:
+            dst.write(src.read().astype(np.float32) / 10000)  # reflectance 0-1, not DNs
+            dst.descriptions = src.descriptions
+    with pytest.warns(ReflectanceScaleWarning, match=r"multiply the input by 10000"):
+        embed(weights, tmp_path / "idx", scenes=folder, workers=1)
+
+
 def test_another_model_is_refused_and_the_index_untouched(
     model_dir: tuple[Path, Any], scenes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -79,7 +79,7 @@ from thinkingearth.data.scene import (
     iter_windows,
 )
 from thinkingearth.errors import UserInputError
-from thinkingearth.fileio import atomic_file
+from thinkingearth.fileio import atomic_file, check_new_file
 from thinkingearth.infer.model import SceneModel, ScenePreview
 from thinkingearth.infer.writers import (
     NODATA,
@@ -107,6 +107,7 @@ __all__ = [
     "UncertaintyOutput",
     "blend_weights",
     "check_acquisitions",
+    "check_new_outputs",
     "check_output_path",
     "check_uncertainty",
     "parse_uncertainty",
@@ -246,6 +247,31 @@ def check_output_path(out: Path, inputs: Sequence[Path]) -> None:
             raise UserInputError(f"output {out} is also an input; choose another output path")
     if out.is_dir():
         raise UserInputError(f"output {out} is a folder; expected a .tif file path")
+
+
+def check_new_outputs(out: Path, *, quicklook: bool, overwrite: bool) -> None:
+    """Check, before any work, every file a prediction writes (one overwrite policy).
+
+    The class map, its uncertainty COG, the QGIS styles and GDAL's class-names sidecar, and the
+    quicklook: an existing one is refused unless ``overwrite`` (a style someone edited by hand is
+    not replaced silently), naming ``--overwrite``; so is a map name not ending in ``.tif``.
+
+    Raises:
+        UserInputError: One line naming the first file that may not be written.
+    """
+    out = Path(out)
+    check_new_file(out, overwrite=overwrite, suffixes=(".tif", ".tiff"), what="GeoTIFF map")
+    unc = uncertainty_path(out)
+    sidecars = {
+        unc: "uncertainty GeoTIFF",
+        style_path(out): "QGIS style",
+        style_path(unc): "QGIS style",
+        categories_path(out): "class-names sidecar",
+    }
+    if quicklook:
+        sidecars[quicklook_path(out)] = "PNG quicklook"
+    for path, what in sidecars.items():
+        check_new_file(path, overwrite=overwrite, what=what)
 
 
 def check_acquisitions(model: SceneModel, inputs: Sequence[Acquisition]) -> None:
@@ -689,9 +715,10 @@ def predict_scene(
             )
         th, tw = min(model.tile, grid.height), min(model.tile, grid.width)
         w2d = np.outer(blend_weights(th, model.overlap), blend_weights(tw, model.overlap))
+        int8 = ", int8 encoder" if str(model.tags.get("PRECISION", "")).startswith("int8") else ""
         say(
             f"predicting {grid.width}×{grid.height} px in {len(windows)} tiles of "
-            f"{model.tile} px ({model.name} {model.task}, on {device})"
+            f"{model.tile} px ({model.name} {model.task}, on {device}{int8})"
         )
         unc_tags = {
             **{key: value for key, value in tags.items() if key != "UNCERTAINTY"},

@@ -95,7 +95,10 @@ def _load_model() -> Any:
     try:
         from sentence_transformers import SentenceTransformer
 
-        return SentenceTransformer(str(folder), device="cpu")
+        from thinkingearth.output import loading_bars_hidden
+
+        with loading_bars_hidden():  # no "Loading weights" bar in a command's output
+            return SentenceTransformer(str(folder), device="cpu")
     finally:
         if previous is None:
             os.environ.pop("HF_HUB_OFFLINE", None)

@@ -477,6 +477,32 @@ def embed_scene_file(
     return ("done", str(scene.path), rows)
 
 
+def _check_scales(scenes: Sequence[SceneFile], sar_units: str) -> None:
+    """Warn, here and not on a worker (whose warnings nobody sees), about optical files 10^4 off.
+
+    Reflectance 0-1 where the registry's statistics expect digital numbers (or the reverse)
+    would embed every tile as nearly one vector, silently (``SceneStack.check_scale``; a
+    window of each optical file is read). A file that cannot be read is left to its worker,
+    which reports it as failed.
+    """
+    from thinkingearth.data.scene import Acquisition, SceneStack
+    from thinkingearth.sensors import get_sensor
+
+    for scene in scenes:
+        if get_sensor(scene.sensor).kind == "sar":
+            continue
+        try:
+            with SceneStack(
+                [Acquisition.from_path("--scenes", scene.path, scene.bands)],
+                sensor=scene.sensor,
+                bands=scene.bands,
+                units=sar_units,
+            ) as stack:
+                stack.check_scale()
+        except UserInputError:
+            continue
+
+
 def _scene_rows(
     model: Any,
     weights: Path,
@@ -493,6 +519,7 @@ def _scene_rows(
 ) -> IndexRows:
     from distributed import Client, LocalCluster, as_completed
 
+    _check_scales(scenes, sar_units)
     sha = str(model.sha256)
     weights_key = str(weights)
     _MODELS[(weights_key, sha)] = model  # threads in this process use the model already loaded
@@ -715,6 +742,8 @@ def embed(
         assert previous is not None
         _, old = read_rows(folder)
         new = IndexRows()
+        thumbnails = folder / THUMBNAILS
+        kept = set(thumbnails.iterdir()) if thumbnails.is_dir() else set()
         try:
             new = collect(folder, set(old.keys), set(old.sources))
             if new:
@@ -731,6 +760,9 @@ def embed(
         except BaseException:
             for thumb in new.thumbnails:  # this run's thumbnails are not in the index
                 (folder / thumb).unlink(missing_ok=True)
+            # nor are those workers wrote before a stop (Ctrl-C, SIGTERM) ended the collection
+            for path in set(thumbnails.iterdir()) - kept if thumbnails.is_dir() else ():
+                path.unlink(missing_ok=True)
             raise
         result.added, result.rows = len(new), len(old)
     result.seconds = time.perf_counter() - start

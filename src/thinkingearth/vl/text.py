@@ -255,7 +255,9 @@ def _load_sentence_transformer(folder: Path, what: str) -> nn.Module:
         )
     from sentence_transformers import SentenceTransformer
 
-    with _offline():
+    from thinkingearth.output import loading_bars_hidden
+
+    with _offline(), loading_bars_hidden():
         try:
             return SentenceTransformer(str(folder), device="cpu")
         except Exception as error:
