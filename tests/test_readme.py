@@ -53,6 +53,8 @@ def _skip_reason(tokens: list[str]) -> str | None:
         return "make installs the package and runs the demo or the whole suite"
     if tokens[:3] == ["thinkingearth", "weights", "fetch"]:
         return "downloads published weights (network)"
+    if tokens[0] == "qgis":
+        return "opens the QGIS desktop application"
     for token in tokens:
         if token.startswith("/data/"):
             return f"needs real data ({token})"

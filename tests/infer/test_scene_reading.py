@@ -70,8 +70,10 @@ def test_single_band_file_where_two_are_needed(tmp_path: Path) -> None:
     )
     with pytest.raises(
         SceneInputError, match=r"has 1 band\(s\) \(VV\) but the model needs 2: VV, VH"
-    ):
+    ) as info:
         SceneStack([Acquisition.from_path("--post", one)], sensor="s1", bands=["VV", "VH"])
+    # A Kuro Siwo tile keeps VV and VH in two files: the message says how to join them.
+    assert "rio stack VV.tif VH.tif -o post.tif, then --bands VV,VH" in str(info.value)
 
 
 def test_bands_from_several_files_as_stac_assets_serve_them(tmp_path: Path) -> None:

@@ -945,6 +945,15 @@ class SceneStack:
         unnamed = any(not label for match in matches for label in match.labels)
         if unnamed or any(match.unknown for match in matches):
             message += "; name the file's bands in order with --bands"
+        elif len(labels) < len(self.bands) and not holds:
+            # Products that keep each band in its own file (a Kuro Siwo tile's IVV and IVH, a
+            # GRD's measurement TIFFs) are stacked into one file first; rasterio ships the tool.
+            stacked = acq.name.lstrip("-") + ".tif"
+            message += (
+                f"; bands kept in separate files go into one first, e.g. rio stack "
+                f"{' '.join(f'{b}.tif' for b in self.bands)} -o {stacked}, then --bands "
+                f"{','.join(self.bands)}"
+            )
         return message
 
     def _check_product(self, acq: Acquisition, source: SourceFile, match: FileBands) -> None:
