@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,6 +55,9 @@ from thinkingearth.vl.index import (
     read_rows,
     write_index,
 )
+
+if TYPE_CHECKING:
+    from thinkingearth.data.scene import SceneStack
 
 __all__ = ["READER_ALIASES", "EmbedResult", "embed", "find_scene_files", "resolve_reader"]
 
@@ -385,6 +388,18 @@ def _worker_model(weights: str, sha256: str) -> Any:
     return _MODELS[key]
 
 
+def _open_scene(scene: SceneFile, sar_units: str) -> SceneStack:
+    """The scene file as a one-acquisition :class:`~thinkingearth.data.scene.SceneStack`."""
+    from thinkingearth.data.scene import Acquisition, SceneStack
+
+    return SceneStack(
+        [Acquisition.from_path("--scenes", scene.path, scene.bands)],
+        sensor=scene.sensor,
+        bands=scene.bands,
+        units=sar_units,
+    )
+
+
 def _tiles(
     scene: SceneFile, tile: int, overlap: int, sar_units: str
 ) -> Iterator[tuple[str, dict[str, Any], np.ndarray]]:
@@ -392,14 +407,9 @@ def _tiles(
     import torch
     from rasterio.windows import transform as window_transform
 
-    from thinkingearth.data.scene import Acquisition, SceneStack, iter_windows
+    from thinkingearth.data.scene import iter_windows
 
-    with SceneStack(
-        [Acquisition.from_path("--scenes", scene.path, scene.bands)],
-        sensor=scene.sensor,
-        bands=scene.bands,
-        units=sar_units,
-    ) as stack:
+    with _open_scene(scene, sar_units) as stack:
         grid = stack.grid
         when = stack.times[0].days if stack.times[0].known else math.nan
         crs = grid.crs.to_string() if grid.crs is not None else ""
@@ -485,19 +495,13 @@ def _check_scales(scenes: Sequence[SceneFile], sar_units: str) -> None:
     window of each optical file is read). A file that cannot be read is left to its worker,
     which reports it as failed.
     """
-    from thinkingearth.data.scene import Acquisition, SceneStack
     from thinkingearth.sensors import get_sensor
 
     for scene in scenes:
         if get_sensor(scene.sensor).kind == "sar":
             continue
         try:
-            with SceneStack(
-                [Acquisition.from_path("--scenes", scene.path, scene.bands)],
-                sensor=scene.sensor,
-                bands=scene.bands,
-                units=sar_units,
-            ) as stack:
+            with _open_scene(scene, sar_units) as stack:
                 stack.check_scale()
         except UserInputError:
             continue
