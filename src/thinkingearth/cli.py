@@ -12,6 +12,7 @@ prints a result; flags shown as flags and options with their defaults in the hel
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import sys
 import time
@@ -157,6 +158,21 @@ Sets = Annotated[
 ]
 _DOTTED_KEY = re.compile(r"[A-Za-z_][\w-]*(\.[\w-]+)*")
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _writable_folder(path: Path, flag: str) -> Path:
+    """``path`` as a folder this process may write in (created later), else a one-line error."""
+    from thinkingearth.fileio import check_writable_parent
+
+    path = Path(path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise UserInputError(f"{flag} {path} is not a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise UserInputError(f"{flag} {path} is not writable")
+    else:
+        check_writable_parent(path)
+    return path
 
 
 def _set_value(text: str, pair: str) -> Any:
@@ -653,6 +669,16 @@ def predict(
             "--weights on the any-sensor encoder only).",
         ),
     ] = "fp32",
+    int8_cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--int8-cache",
+            help="With --precision int8: folder of the quantised graphs, reused by later runs "
+            "(named by a digest of the weights) [default: $THINKINGEARTH_CACHE/int8, else "
+            "~/.cache/thinkingearth/int8].",
+            show_default=False,
+        ),
+    ] = None,
     uncertainty: Annotated[
         str,
         typer.Option(
@@ -735,9 +761,14 @@ def predict(
     if weights is not None:
         if model is not None:
             raise UserInputError("give --model or --weights, not both")
-        from thinkingearth.infer.task_model import load_task
+        from thinkingearth.infer.task_model import default_int8_cache, load_task
 
-        scene_model = load_task(weights, precision=precision)  # type: ignore[arg-type]
+        cache = None
+        if precision == "int8":
+            cache = _writable_folder(int8_cache or default_int8_cache(), "--int8-cache")
+        scene_model = load_task(weights, precision=precision, cache_dir=cache)  # type: ignore[arg-type]
+        if cache is not None:
+            output.info(f"int8 graphs: {cache} (built once per checkpoint, then reused)")
         if scene_model.task != task:
             raise UserInputError(
                 f"--weights {weights} holds a {scene_model.task} model; it cannot map --task {task}"

@@ -180,8 +180,17 @@ def test_int8_class_maps_agree_with_fp32(
     fp32, int8 = tmp_path / "fp32.tif", tmp_path / "int8.tif"
     assert main([*argv, "--out", str(fp32)]) == 0
     capsys.readouterr()
-    assert main([*argv, "--out", str(int8), "--precision", "int8", "--device", "cpu"]) == 0
+    cache = tmp_path / "cache"
+    int8_argv = [*argv, "--precision", "int8", "--device", "cpu", "--int8-cache", str(cache)]
+    assert main([*int8_argv, "--out", str(int8)]) == 0
     assert "on cpu, int8 encoder)" in capsys.readouterr().err  # it says what it runs
+    # The quantised graph stays in the cache and a second run uses it instead of rebuilding.
+    (graph,) = cache.glob("levels-*-int8pc.onnx")
+    built = graph.stat().st_mtime_ns
+    again = tmp_path / "int8-again.tif"
+    assert main([*int8_argv, "--out", str(again)]) == 0
+    assert list(cache.glob("*.onnx")) == [graph] and graph.stat().st_mtime_ns == built
+    assert np.array_equal(_classes(again), _classes(int8))
     a, b = _classes(fp32), _classes(int8)
     valid = a != 255
     assert valid.mean() > 0.5 and np.array_equal(valid, b != 255)

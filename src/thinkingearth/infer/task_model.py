@@ -34,6 +34,7 @@ here because the data flow runs one way, tasks → infer.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -53,10 +54,12 @@ from thinkingearth.uncertainty.decompose import entropy
 from thinkingearth.viz import LANDCOVER_COLOURS
 
 __all__ = [
+    "CACHE_ENV",
     "PRECISIONS",
     "Int8EncoderBackbone",
     "Precision",
     "TaskNetwork",
+    "default_int8_cache",
     "load_task",
     "weight_samples",
 ]
@@ -212,6 +215,27 @@ def _colours(task: str, classes: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(colours)
     palette = LANDCOVER_COLOURS
     return tuple(palette[i % len(palette)] for i in range(len(classes)))
+
+
+#: Environment variable naming the toolkit's cache folder (int8 graphs go in its ``int8/``).
+CACHE_ENV = "THINKINGEARTH_CACHE"
+
+
+def default_int8_cache() -> Path:
+    """Where ``predict --precision int8`` keeps its quantised graphs between runs.
+
+    ``$THINKINGEARTH_CACHE/int8``, else ``$XDG_CACHE_HOME/thinkingearth/int8``, else
+    ``~/.cache/thinkingearth/int8``. A graph's file name is a digest of the encoder's weights,
+    its configuration and the torch and ONNX Runtime versions, so a file found there is the
+    graph of exactly these weights: the export and quantisation (seconds for a ViT-S) are paid
+    once per checkpoint instead of once per run.
+    """
+    root = os.environ.get(CACHE_ENV)
+    if root:
+        return Path(root).expanduser() / "int8"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "thinkingearth" / "int8"
 
 
 def load_task(
