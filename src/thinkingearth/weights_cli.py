@@ -93,6 +93,9 @@ def list_command(
 @app.command("fetch")
 def fetch_command(
     name: Annotated[str, typer.Argument(help="A name from `thinkingearth weights list`.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result as JSON on standard output.")
+    ] = False,
 ) -> None:
     """Download (unless cached) and verify published weights; print the file's path.
 
@@ -101,19 +104,32 @@ def fetch_command(
     from thinkingearth.models import published
 
     if output.verbosity() != "quiet":
-        typer.echo(str(published.fetch(name)))
-        return
-    from huggingface_hub.utils import (
-        are_progress_bars_disabled,
-        disable_progress_bars,
-        enable_progress_bars,
-    )
-
-    already_off = are_progress_bars_disabled()
-    disable_progress_bars()
-    try:
         path = published.fetch(name)
-    finally:
-        if not already_off:
-            enable_progress_bars()
+    else:
+        from huggingface_hub.utils import (
+            are_progress_bars_disabled,
+            disable_progress_bars,
+            enable_progress_bars,
+        )
+
+        already_off = are_progress_bars_disabled()
+        disable_progress_bars()
+        try:
+            path = published.fetch(name)
+        finally:
+            if not already_off:
+                enable_progress_bars()
+    if as_json:
+        entry = published.get(name)
+        output.print_json(
+            {
+                "name": entry.name,
+                "path": path,
+                "sha256": published.sha256_of(path),
+                "bytes": path.stat().st_size,
+                "architecture": entry.architecture,
+                "licence": entry.licence,
+            }
+        )
+        return
     typer.echo(str(path))

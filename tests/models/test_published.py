@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 from pathlib import Path
@@ -419,6 +420,11 @@ def test_cli_list_and_fetch(
     shutil.copyfile(tiny_dofa[1], tmp_path / "weights" / FILENAME)
     assert main(["weights", "fetch", "tiny_dofa"]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "weights" / FILENAME)
+    assert main(["weights", "fetch", "tiny_dofa", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["path"] == str(tmp_path / "weights" / FILENAME) and record["name"] == "tiny_dofa"
+    assert record["sha256"] == published.sha256_of(tmp_path / "weights" / FILENAME)
+    assert record["bytes"] == (tmp_path / "weights" / FILENAME).stat().st_size
     assert main(["weights", "list"]) == 0
     row = next(
         line for line in capsys.readouterr().out.splitlines() if line.startswith("tiny_dofa")
