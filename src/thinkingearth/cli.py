@@ -12,7 +12,6 @@ prints a result; flags shown as flags and options with their defaults in the hel
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import sys
 import time
@@ -158,21 +157,6 @@ Sets = Annotated[
 ]
 _DOTTED_KEY = re.compile(r"[A-Za-z_][\w-]*(\.[\w-]+)*")
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def _writable_folder(path: Path, flag: str) -> Path:
-    """``path`` as a folder this process may write in (created later), else a one-line error."""
-    from thinkingearth.fileio import check_writable_parent
-
-    path = Path(path).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise UserInputError(f"{flag} {path} is not a folder")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise UserInputError(f"{flag} {path} is not writable")
-    else:
-        check_writable_parent(path)
-    return path
 
 
 def _set_value(text: str, pair: str) -> Any:
@@ -765,7 +749,10 @@ def predict(
 
         cache = None
         if precision == "int8":
-            cache = _writable_folder(int8_cache or default_int8_cache(), "--int8-cache")
+            from thinkingearth.fileio import check_writable_parent
+
+            cache = Path(int8_cache or default_int8_cache()).expanduser()
+            check_writable_parent(cache / "graph.onnx")  # the folder may be created, or written
         scene_model = load_task(weights, precision=precision, cache_dir=cache)  # type: ignore[arg-type]
         if cache is not None:
             output.info(f"int8 graphs: {cache} (built once per checkpoint, then reused)")

@@ -121,11 +121,13 @@ def fetch_command(
                 enable_progress_bars()
     if as_json:
         entry = published.get(name)
+        # fetch verified the file against the entry: a full checksum is the file's, unhashed again
+        sha256 = entry.sha256 if entry.full_checksum else published.sha256_of(path)
         output.print_json(
             {
                 "name": entry.name,
                 "path": path,
-                "sha256": published.sha256_of(path),
+                "sha256": sha256,
                 "bytes": path.stat().st_size,
                 "architecture": entry.architecture,
                 "licence": entry.licence,

@@ -263,17 +263,18 @@ def load_task(
             missing, damaged or foreign file, one line; for ``int8`` on a module without the
             encoder, or without onnxruntime installed, one line.
     """
-    from thinkingearth.models.weights import CheckpointFormatError
+    from thinkingearth.models.weights import CheckpointFormatError, training_checkpoint_error
 
     if precision not in PRECISIONS:
         raise UserInputError(
             f"unknown precision {precision!r}; expected one of: {', '.join(PRECISIONS)}"
         )
     if Path(path).suffix == ".ckpt":  # a run's checkpoints/step-*.ckpt, an easy mix-up
-        run = Path(path).parent.parent if Path(path).parent.name == "checkpoints" else Path("OUT")
-        raise CheckpointFormatError(
-            f"{path} is a training checkpoint (what --resume reads), not a task model; a "
-            f"finetune run's model is {run / 'model.safetensors'} (written when the run ends)"
+        raise training_checkpoint_error(
+            path,
+            expected="a task model",
+            written_by="a finetune run's model",
+            file="model.safetensors",
         )
     ckpt: TaskCheckpoint = load_task_module(path)
     if ckpt.kind not in ("segmentation", "change"):

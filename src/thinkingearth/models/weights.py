@@ -57,6 +57,7 @@ __all__ = [
     "load",
     "register_config",
     "save",
+    "training_checkpoint_error",
 ]
 
 #: Format marker written to our JSON files.
@@ -436,12 +437,32 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _training_checkpoint_error(path: Path) -> CheckpointFormatError:
-    """A Lightning checkpoint of a training run where an encoder was expected."""
+def training_checkpoint_error(
+    path: str | Path, *, expected: str, written_by: str, file: str
+) -> CheckpointFormatError:
+    """A run's Lightning checkpoint (``OUT/checkpoints/step-*.ckpt``) given for a model file.
+
+    Args:
+        path: The ``.ckpt`` given.
+        expected: What was expected instead (``"an encoder"``).
+        written_by: Whose output that is (``"a pretraining run's encoder"``).
+        file: Its name in the run folder, which is named in the message when ``path`` lies in
+            that run's ``checkpoints/``.
+    """
+    path = Path(path)
     out = path.parent.parent if path.parent.name == "checkpoints" else Path("OUT")
     return CheckpointFormatError(
-        f"{path} is a training checkpoint (what --resume reads), not an encoder; a pretraining "
-        f"run's encoder is {out / 'encoder.safetensors'} (written when the run finishes)"
+        f"{path} is a training checkpoint (what --resume reads), not {expected}; {written_by} "
+        f"is {out / file} (written when the run finishes)"
+    )
+
+
+def _training_checkpoint_error(path: Path) -> CheckpointFormatError:
+    return training_checkpoint_error(
+        path,
+        expected="an encoder",
+        written_by="a pretraining run's encoder",
+        file="encoder.safetensors",
     )
 
 

@@ -38,6 +38,7 @@ from thinkingearth.models.weights import (
     LANGUAGE_TABLE_KEY,
     CheckpointFormatError,
     pack_language_table,
+    training_checkpoint_error,
     unpack_language_table,
 )
 from thinkingearth.sensors import get_sensor
@@ -374,10 +375,11 @@ def load_vl_model(path: str | Path, *, device: str | torch.device = "cpu") -> VL
             text encoder that cannot be loaded or whose width differs from the recorded one.
     """
     if Path(path).suffix == ".ckpt":  # a VL pretrain run's checkpoints/step-*.ckpt
-        run = Path(path).parent.parent if Path(path).parent.name == "checkpoints" else Path("OUT")
-        raise CheckpointFormatError(
-            f"{path} is a training checkpoint (what --resume reads), not a vision-language "
-            f"model; a VL pretrain run's model is {run / 'vl_model.safetensors'} (or give {run})"
+        raise training_checkpoint_error(
+            path,
+            expected="a vision-language model",
+            written_by="a VL pretrain run's model",
+            file="vl_model.safetensors",
         )
     tensors_path, json_path = _paths(path)
     for needed in (json_path, tensors_path):
