@@ -34,7 +34,16 @@ __all__ = [
     "current_umask",
     "remove_outputs",
     "remove_temporaries",
+    "user_cache_dir",
 ]
+
+
+def user_cache_dir() -> Path:
+    """The toolkit's folder in the user's cache: ``$XDG_CACHE_HOME/thinkingearth``, else
+    ``~/.cache/thinkingearth`` (read from the environment at each call)."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(os.path.expandvars(xdg)).expanduser() if xdg else Path.home() / ".cache"
+    return base / "thinkingearth"
 
 
 def current_umask() -> int:

@@ -230,12 +230,10 @@ def default_int8_cache() -> Path:
     graph of exactly these weights: the export and quantisation (seconds for a ViT-S) are paid
     once per checkpoint instead of once per run.
     """
+    from thinkingearth.fileio import user_cache_dir
+
     root = os.environ.get(CACHE_ENV)
-    if root:
-        return Path(root).expanduser() / "int8"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "thinkingearth" / "int8"
+    return (Path(root).expanduser() if root else user_cache_dir()) / "int8"
 
 
 def load_task(

@@ -58,6 +58,7 @@ from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import EntryNotFoundError
 
 from thinkingearth.errors import UserInputError
+from thinkingearth.fileio import user_cache_dir
 from thinkingearth.models.weights import CONFIGS, Reference, load
 
 if TYPE_CHECKING:
@@ -337,8 +338,7 @@ def weights_dir() -> Path:
     configured = _env_path(WEIGHTS_ENV)
     if configured is not None:
         return configured
-    cache = _env_path("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return cache / "thinkingearth" / "weights"
+    return user_cache_dir() / "weights"
 
 
 def hub_cache_dir() -> Path:
